@@ -1,0 +1,207 @@
+"""Input pipeline of CVRL self-supervised pretraining: one video -> two augmented clips (paper Sec. 3.3, Fig. 2).
+
+Stages, each a small named function:
+  1. `_sample_pair`: the temporal interval sampler picks the two clip starts and their frame indices
+     (`ops.temporal_sampling`), and the encoded JPEG frames of both clips are gathered.
+  2. `_sample_windows` / `_sample_flips`: the spatial parameters, drawn once per clip (temporally consistent,
+     Algorithm 1) or once per frame (the "no TC" ablation of Table 9).
+  3. `_decode_pair`: decode only the crop windows (each frame once, even where the clips overlap), resize
+     (`ops.video_augment`) and flip.
+Colour jitter, greyscale and blur are not done here: they run batched on the accelerator in the train step
+(`ops.color_augment`), so the CPU emits uint8 frames, a quarter of the float32 bytes to transfer.
+
+`PostBatchProcessor` then folds the pair axis into the batch: all first views, then all second views.
+"""
+from typing import Dict, Tuple
+
+import tensorflow as tf
+
+from official.vision.dataloaders import parser
+from official_cvrl.dataloaders import feature_keys
+from official_cvrl.ops import temporal_sampling
+from official_cvrl.ops import video_augment
+
+# Number of independent random streams one example needs: interval sampling, two windows, two flips.
+_NUM_SEEDS = 5
+
+
+class Parser(parser.Parser):
+  """Turns a decoded video (see `video_decoder.Decoder`) into a pair of uint8 clips and a label.
+
+  Training draws fresh random numbers for every example. Evaluation (`parse_fn(False)`, used for the pretraining
+  task's validation loss) applies the same sampling and augmentation, but seeds every random draw with a hash of
+  the video (its id and first frame bytes), so each video gives the same pair at every evaluation and the
+  validation loss is comparable across checkpoints and with the training loss.
+  """
+
+  def __init__(self,
+               num_frames: int = 16,
+               temporal_stride: int = 2,
+               crop_size: int = 224,
+               temporal_augmentation: bool = True,
+               interval_distribution: str = 'decreasing',
+               interval_power: float = 1.0,
+               spatial_augmentation: bool = True,
+               temporally_consistent: bool = True,
+               crop_area_range: Tuple[float, float] = (0.3, 1.0),
+               crop_aspect_ratio_range: Tuple[float, float] = (0.5, 2.0),
+               flip_probability: float = 0.5,
+               image_key: str = feature_keys.IMAGE_KEY,
+               label_key: str = feature_keys.LABEL_INDEX_KEY):
+    """Initialises the parser.
+
+    Args:
+      num_frames: frames per clip (16 in pretraining).
+      temporal_stride: stride between the frames of a clip (2 in the paper).
+      crop_size: side of the square output frames.
+      temporal_augmentation: sample the interval between the clips from P(t); False starts both clips at the
+        same frame ("SA only" ablation).
+      interval_distribution: 'decreasing', 'uniform' or 'increasing' (Fig. 3).
+      interval_power: exponent p of P(t).
+      spatial_augmentation: random crop + flip; False takes the central square crop (side = short side) of every
+        frame without flipping.
+      temporally_consistent: one crop window and flip per clip (Algorithm 1); False draws them per frame.
+      crop_area_range: range of the crop area as a fraction of the frame.
+      crop_aspect_ratio_range: range of the crop width / height.
+      flip_probability: probability of a horizontal flip.
+      image_key: decoded feature holding the encoded frames.
+      label_key: decoded feature holding the class indices.
+    """
+    if num_frames < 1 or temporal_stride < 1 or crop_size < 1:
+      raise ValueError('num_frames, temporal_stride and crop_size must be >= 1, got '
+                       f'{num_frames}, {temporal_stride}, {crop_size}.')
+    if not 0.0 <= flip_probability <= 1.0:
+      raise ValueError(f'flip_probability must be in [0, 1], got {flip_probability}.')
+    # Fail at construction, not inside tf.data, on a bad distribution name or power.
+    temporal_sampling.interval_weights(0, interval_distribution, interval_power)
+    self._num_frames = num_frames
+    self._stride = temporal_stride
+    self._crop_size = crop_size
+    self._temporal_augmentation = temporal_augmentation
+    self._interval_distribution = interval_distribution
+    self._interval_power = interval_power
+    self._spatial_augmentation = spatial_augmentation
+    self._temporally_consistent = temporally_consistent
+    self._crop_area_range = tuple(crop_area_range)
+    self._crop_aspect_ratio_range = tuple(crop_aspect_ratio_range)
+    self._flip_probability = flip_probability
+    self._image_key = image_key
+    self._label_key = label_key
+
+  @property
+  def clip_span(self) -> int:
+    """Source frames covered by one clip."""
+    return (self._num_frames - 1) * self._stride + 1
+
+  def _sample_pair(self, encoded: tf.Tensor, video_id: tf.Tensor, seed: tf.Tensor
+                   ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Samples the two clips in time.
+
+    Returns:
+      The encoded frames of both clips (string `[T]` each) and how many frames they share.
+    """
+    num_video_frames = tf.shape(encoded)[0]
+    starts = temporal_sampling.sample_pair_start_indices(
+        num_video_frames, self.clip_span, self._interval_distribution, self._interval_power,
+        temporal_augmentation=self._temporal_augmentation, seed=seed)
+    clips = [
+        tf.gather(encoded, temporal_sampling.clip_frame_indices(
+            start, self._num_frames, self._stride, num_video_frames, video_id=video_id))
+        for start in tf.unstack(starts)
+    ]
+    num_shared = temporal_sampling.shared_frame_count(starts[1] - starts[0], self._num_frames, self._stride)
+    return clips[0], clips[1], num_shared
+
+  def _sample_windows(self, image_shape_hw: tf.Tensor, seeds) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Crop windows of both clips: `[4]` each (consistent) or `[T, 4]` each (per frame)."""
+    if not self._spatial_augmentation:
+      window = video_augment.central_crop_window(image_shape_hw)
+      return window, window
+    kwargs = dict(area_range=self._crop_area_range, aspect_ratio_range=self._crop_aspect_ratio_range)
+    if self._temporally_consistent:
+      return tuple(video_augment.sample_crop_window(image_shape_hw, seed=seed, **kwargs) for seed in seeds)
+    return tuple(video_augment.sample_crop_windows(image_shape_hw, self._num_frames, seed=seed, **kwargs)
+                 for seed in seeds)
+
+  def _sample_flips(self, seeds):
+    """Flip flags of both clips: bool scalar each (consistent) or bool `[T]` each (per frame)."""
+    shape = [] if self._temporally_consistent else [self._num_frames]
+    return tuple(tf.random.stateless_uniform(shape, seed) < self._flip_probability for seed in seeds)
+
+  def _decode_pair(self, clips, num_shared: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
+    """Decodes, crops, resizes and flips both clips.
+
+    Returns:
+      uint8 `[2, T, crop_size, crop_size, 3]`.
+    """
+    image_shape_hw = tf.io.extract_jpeg_shape(clips[0][0])[:2]
+    windows = self._sample_windows(image_shape_hw, (seeds[1], seeds[2]))
+    frames = video_augment.decode_crop_resize_pair(
+        clips[0], clips[1], num_shared, windows[0], windows[1], self._crop_size)
+    if self._spatial_augmentation:
+      flips = self._sample_flips((seeds[3], seeds[4]))
+      frames = [video_augment.flip_left_right_clip(clip, flip) for clip, flip in zip(frames, flips)]
+    return tf.stack(frames)
+
+  def _label(self, decoded_tensors: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """The first class index as int32, or -1 for unlabeled videos."""
+    labels = decoded_tensors.get(self._label_key)
+    if labels is None:
+      return tf.constant(feature_keys.UNLABELED_INDEX, tf.int32)
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    return tf.cond(tf.size(labels) > 0, lambda: labels[0],
+                   lambda: tf.constant(feature_keys.UNLABELED_INDEX, tf.int32))
+
+  def _parse(self, decoded_tensors: Dict[str, tf.Tensor], seed: tf.Tensor
+             ) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
+    encoded = decoded_tensors[self._image_key]
+    video_id = decoded_tensors.get(feature_keys.VIDEO_ID_KEY, tf.constant(''))
+    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, _NUM_SEEDS))
+    first, second, num_shared = self._sample_pair(encoded, video_id, seeds[0])
+    image = self._decode_pair((first, second), num_shared, seeds)
+    image = tf.ensure_shape(image, [2, self._num_frames, self._crop_size, self._crop_size, 3])
+    return {'image': image}, {'label': self._label(decoded_tensors)}
+
+  def _parse_train_data(self, decoded_tensors: Dict[str, tf.Tensor]
+                        ) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
+    """Parses one training example.
+
+    Args:
+      decoded_tensors: output of `video_decoder.Decoder.decode`.
+
+    Returns:
+      features {'image': uint8 `[2, T, S, S, 3]`} and labels {'label': int32 scalar, -1 if unlabeled}.
+    """
+    return self._parse(decoded_tensors, temporal_sampling.stateless_seed(None))
+
+  def _parse_eval_data(self, decoded_tensors: Dict[str, tf.Tensor]
+                       ) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
+    """Parses one evaluation example with random draws seeded by the video itself (deterministic per video).
+
+    Args:
+      decoded_tensors: output of `video_decoder.Decoder.decode`.
+
+    Returns:
+      As `_parse_train_data`.
+    """
+    encoded = decoded_tensors[self._image_key]
+    video_id = decoded_tensors.get(feature_keys.VIDEO_ID_KEY, tf.constant(''))
+    # The id alone may be missing (''), the first frame alone may repeat across videos: hash both.
+    key = tf.strings.join([video_id, tf.strings.reduce_join(encoded[:1])], separator='|')
+    return self._parse(decoded_tensors, temporal_sampling.stateless_seed(
+        tf.strings.to_hash_bucket_fast(key, tf.int64.max)))
+
+
+class PostBatchProcessor:
+  """Folds the pair axis into the batch: `[batch, 2, T, S, S, 3]` -> `[2 * batch, T, S, S, 3]`.
+
+  Rows 0..batch-1 are the first clips and rows batch..2*batch-1 the second clips, so row i and row batch + i are
+  a positive pair (the contrastive loss splits the batch in halves). Labels stay `[batch]`.
+  """
+
+  def __call__(self, features: Dict[str, tf.Tensor], labels: Dict[str, tf.Tensor]
+               ) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
+    features = dict(features)
+    image = features['image']
+    features['image'] = tf.concat([image[:, 0], image[:, 1]], axis=0)
+    return features, labels

@@ -1,0 +1,175 @@
+"""CVRL self-supervised pretraining task.
+
+Glue only: the model comes from the registered 'cvrl' builder, the pipeline from `dataloaders.ssl_input`, the
+on-device colour augmentation from `ops.color_augment` and the loss from `losses.contrastive`.
+"""
+from typing import Any, Dict, List, Optional, Tuple
+
+from absl import logging
+import tensorflow as tf
+import tf_keras
+
+from official.core import base_task
+from official.core import input_reader
+from official.core import task_factory
+from official.vision.modeling import factory_3d
+
+from official_cvrl.configs import cvrl as cvrl_cfg
+from official_cvrl.dataloaders import ssl_input
+from official_cvrl.dataloaders import video_decoder
+from official_cvrl.losses import contrastive
+from official_cvrl.modeling import factory as _model_factory  # pylint: disable=unused-import  (registers builders)
+from official_cvrl.ops import color_augment
+from official_cvrl.utils import errors
+from official_cvrl.utils import input_files
+
+_CONTRASTIVE_METRICS = ('contrastive_loss', 'contrastive_accuracy', 'contrastive_entropy', 'regularization_loss')
+
+
+def build_l2_regularizer(l2_weight_decay: float) -> Optional[tf_keras.regularizers.Regularizer]:
+  """Keras L2 regularizer whose gradient is `l2_weight_decay * w`, as weight decay; None when 0."""
+  return tf_keras.regularizers.l2(l2_weight_decay / 2.0) if l2_weight_decay else None
+
+
+def build_video_dataset(params: cvrl_cfg.DataConfig, parser_fn, postprocess_fn, key: str,
+                        input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+  """Reads SequenceExample TFRecords through Model Garden's InputReader after checking the files exist.
+
+  Args:
+    params: the data config.
+    parser_fn: `Parser.parse_fn(is_training)` of the pipeline.
+    postprocess_fn: a function applied to each batch, or None.
+    key: the config key of `params` ('task.train_data'), named in error messages.
+    input_context: the distribution input context.
+
+  Returns:
+    The batched dataset.
+  """
+  files = input_files.resolve_input_files(params.input_path, key=f'{key}.input_path')
+  input_files.check_not_empty(files, key=f'{key}.input_path')
+  decoder = video_decoder.Decoder(image_key=params.image_field_key, label_key=params.label_field_key)
+  reader = input_reader.InputReader(
+      params,
+      dataset_fn=tf.data.TFRecordDataset,
+      decoder_fn=decoder.decode,
+      parser_fn=parser_fn,
+      postprocess_fn=postprocess_fn)
+  return reader.read(input_context=input_context)
+
+
+def assert_finite_loss(loss: tf.Tensor) -> tf.Tensor:
+  """Fails the step with a recognisable message when the loss is NaN or Inf (see utils.errors)."""
+  return tf.debugging.assert_all_finite(loss, message=errors.NON_FINITE_LOSS_MARKER)
+
+
+@task_factory.register_task_cls(cvrl_cfg.CVRLPretrainTask)
+class CVRLPretrainTask(base_task.Task):
+  """Contrastive pretraining of an R3D backbone with temporal interval sampling and TC augmentation."""
+
+  def build_model(self) -> tf_keras.Model:
+    model_config = self.task_config.model
+    feature_shape = self.task_config.train_data.feature_shape
+    input_specs = tf_keras.layers.InputSpec(shape=[None] + list(feature_shape))
+    model = factory_3d.build_model(
+        model_config.model_type,
+        input_specs=input_specs,
+        model_config=model_config,
+        num_classes=0,
+        l2_regularizer=build_l2_regularizer(self.task_config.losses.l2_weight_decay))
+    # Build the variables now so checkpoint restore and parameter logging see them.
+    model(tf.zeros([1] + list(feature_shape), tf.float32), training=False)
+    logging.info('CVRL model built: %d parameters (all variables).',
+                 sum(int(tf.size(v)) for v in model.variables))
+    return model
+
+  def build_inputs(self, params: cvrl_cfg.DataConfig,
+                   input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+    temporal = params.temporal_augmentation
+    spatial = params.spatial_augmentation
+    parser = ssl_input.Parser(
+        num_frames=params.feature_shape[0],
+        temporal_stride=params.temporal_stride,
+        crop_size=params.feature_shape[1],
+        temporal_augmentation=temporal.enabled,
+        interval_distribution=temporal.interval_distribution,
+        interval_power=temporal.interval_power,
+        spatial_augmentation=spatial.enabled,
+        temporally_consistent=spatial.temporally_consistent,
+        crop_area_range=spatial.crop_area_range,
+        crop_aspect_ratio_range=spatial.crop_aspect_ratio_range,
+        flip_probability=spatial.flip_probability,
+        image_key=params.image_field_key,
+        label_key=params.label_field_key)
+    key = 'task.train_data' if params.is_training else 'task.validation_data'
+    return build_video_dataset(params, parser.parse_fn(params.is_training), ssl_input.PostBatchProcessor(),
+                               key=key, input_context=input_context)
+
+  def build_metrics(self, training: bool = True) -> List[tf_keras.metrics.Metric]:
+    return [tf_keras.metrics.Mean(name, dtype=tf.float32) for name in _CONTRASTIVE_METRICS]
+
+  def _augment_on_device(self, images: tf.Tensor, params: cvrl_cfg.DataConfig) -> tf.Tensor:
+    """uint8 clips from the pipeline -> float [0, 1] clips with colour jitter / greyscale / blur (Algorithm 1)."""
+    images = tf.cast(images, tf.float32) / 255.0
+    spatial = params.spatial_augmentation
+    if not spatial.enabled:
+      return images
+    return color_augment.augment_clips(
+        images,
+        color_jitter_probability=spatial.color_jitter_probability,
+        color_jitter_strength=spatial.color_jitter_strength,
+        grayscale_probability=spatial.grayscale_probability,
+        blur_probability=spatial.blur_probability,
+        per_frame=not spatial.temporally_consistent)
+
+  def build_losses(self, projections: tf.Tensor, aux_losses: Optional[List[tf.Tensor]] = None
+                   ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+    """Contrastive loss on [2 * batch, dim] projections (first half view 1, second half view 2) + L2.
+
+    Returns:
+      The total per-replica loss and a dict of the logged terms.
+    """
+    projections_1, projections_2 = tf.split(tf.cast(projections, tf.float32), 2, axis=0)
+    contrastive_loss, stats = contrastive.contrastive_loss(
+        projections_1, projections_2, temperature=self.task_config.losses.temperature)
+    regularization = tf.add_n([tf.cast(l, tf.float32) for l in aux_losses]) if aux_losses else tf.constant(0.0)
+    total = contrastive_loss + regularization
+    logs = {'contrastive_loss': contrastive_loss, 'regularization_loss': regularization}
+    logs.update(stats)
+    return total, logs
+
+  def _update_metrics(self, metrics, logs: Dict[str, tf.Tensor]) -> None:
+    for metric in metrics or []:
+      metric.update_state(logs[metric.name])
+
+  def train_step(self, inputs: Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]], model: tf_keras.Model,
+                 optimizer: tf_keras.optimizers.Optimizer, metrics=None) -> Dict[str, Any]:
+    features, _ = inputs
+    images = self._augment_on_device(features['image'], self.task_config.train_data)
+    num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    with tf.GradientTape() as tape:
+      outputs = model(images, training=True)
+      loss, logs = self.build_losses(outputs['projection'], aux_losses=model.losses)
+      loss = assert_finite_loss(loss)
+      # Gradients are summed across replicas by the optimizer; the loss of each replica is the mean over its
+      # own anchors (against the global batch), so dividing by the replica count gives the global-mean gradient.
+      scaled_loss = loss / num_replicas
+      if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
+        scaled_loss = optimizer.get_scaled_loss(scaled_loss)
+    variables = model.trainable_variables
+    grads = tape.gradient(scaled_loss, variables)
+    if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
+      grads = optimizer.get_unscaled_gradients(grads)
+    optimizer.apply_gradients(list(zip(grads, variables)))
+    self._update_metrics(metrics, logs)
+    return {self.loss: loss}
+
+  def validation_step(self, inputs, model: tf_keras.Model, metrics=None) -> Dict[str, Any]:
+    features, _ = inputs
+    images = self._augment_on_device(features['image'], self.task_config.validation_data)
+    outputs = model(images, training=False)
+    loss, logs = self.build_losses(outputs['projection'], aux_losses=model.losses)
+    self._update_metrics(metrics, logs)
+    return {self.loss: loss}
+
+  def inference_step(self, inputs: tf.Tensor, model: tf_keras.Model) -> Dict[str, tf.Tensor]:
+    return model(inputs, training=False)
