@@ -175,9 +175,11 @@ class _ConvertShardFn(beam.DoFn):
     try:
       entries = []
       last_progress = 0.0
+      # Cloud storage allows about one update per second of the same object.
+      progress_seconds = 5.0 if '://' in self._output_dir else 1.0
       for done, item in enumerate(plan.items, start=1):
         entries.append(self._convert_item(item, index, writer))
-        if time.monotonic() - last_progress > 1.0 or done == len(plan.items):
+        if time.monotonic() - last_progress > progress_seconds or done == len(plan.items):
           last_progress = time.monotonic()
           _write_progress(_progress_path(self._output_dir, name), done)
       writer.close()
@@ -226,24 +228,50 @@ def _fingerprints(plan_items: List[List[WorkItem]], converter_fingerprint: str, 
   return result
 
 
+def unknown_options(pipeline_args: Sequence[str]) -> Tuple[List[str], List[str]]:
+  """Splits out the flags Apache Beam does not know, so a mistyped flag fails instead of being ignored.
+
+  Returns:
+    (unknown flags, every flag Beam knows) - the second for "did you mean" suggestions.
+  """
+  parsers = []
+  pipeline_options.PipelineOptions(list(pipeline_args)).get_all_options(add_extra_args_fn=parsers.append)
+  _, unknown = parsers[0].parse_known_args(list(pipeline_args))
+  known = [flag for action in parsers[0]._actions for flag in action.option_strings]  # pylint: disable=protected-access
+  return [a.split('=', 1)[0] for a in unknown if a.startswith('-')], known
+
+
+def _make_importable_in_worker_processes() -> None:
+  """Puts the folder holding `data_tools` on PYTHONPATH, which local worker processes inherit.
+
+  Workers unpickle the converter by module name; without this they find `data_tools` only when the command was
+  started from the repository root.
+  """
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  paths = [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]
+  if root not in paths:
+    os.environ['PYTHONPATH'] = os.pathsep.join([root] + paths)
+
+
 # Below this many items to convert, local runs stay in one process: starting worker processes (each imports
-# TensorFlow; measured 10-25 s on a busy 2-core machine) costs more than converting a few dozen videos.
+# TensorFlow) takes 5-25 s on a 2-core machine, more than converting a few dozen videos.
 IN_PROCESS_BELOW = 32
 
 
-def make_pipeline(pipeline_args: Sequence[str], num_items: Optional[int] = None,
+def make_pipeline(pipeline_args: Sequence[str], in_process: bool = False,
                   log: Callable[[str], None] = logging.info) -> beam.Pipeline:
   """Builds a Beam pipeline from command-line style options.
 
   Without `--runner` (or with `--runner=DirectRunner`) the pipeline runs locally on the FnApiRunner in
   multi-processing mode with one worker per CPU, unless `--direct_running_mode` / `--direct_num_workers` say
-  otherwise, or fewer than `IN_PROCESS_BELOW` items are to be converted (then in one process). Other runners
-  (DataflowRunner, FlinkRunner, SparkRunner, ...) get the options unchanged.
+  otherwise or `in_process` asks for a single process. Other runners (DataflowRunner, FlinkRunner, SparkRunner,
+  ...) get the options unchanged.
 
   Args:
     pipeline_args: Beam command-line options.
-    num_items: how many items the pipeline will convert, to choose the local running mode.
-    log: where to say which mode was chosen.
+    in_process: run locally in this process unless `--direct_running_mode` says otherwise (small jobs, where
+      worker start-up would dominate).
+    log: where to say that the job runs in-process.
 
   Returns:
     The pipeline, not yet run.
@@ -255,12 +283,13 @@ def make_pipeline(pipeline_args: Sequence[str], num_items: Optional[int] = None,
     return beam.Pipeline(options=options)
   defaults = []
   if not any(a.startswith('--direct_running_mode') for a in args):
-    if num_items is not None and num_items < IN_PROCESS_BELOW:
-      log(f'{num_items} items: converting in this process (worker start-up would take longer); pass '
+    if in_process:
+      log('small job: converting in this process, as starting worker processes would take longer; pass '
           '--direct_running_mode=multi_processing to use worker processes anyway.')
       defaults += ['--direct_running_mode=in_memory', '--direct_num_workers=1']
     else:
       defaults.append('--direct_running_mode=multi_processing')
+  _make_importable_in_worker_processes()
   if not any(a.startswith('--direct_num_workers') for a in args + defaults):
     defaults.append(f'--direct_num_workers={os.cpu_count() or 1}')
   if not any(a.startswith('--default_sdk_harness_log_level') for a in args):
@@ -281,12 +310,13 @@ class _Progress:
   """Prints 'done / total, rate, ETA' from the workers' progress files every `interval` seconds."""
 
   def __init__(self, output_dir: str, prefix: str, todo: Dict[int, int], num_shards: int, interval: float,
-               log: Callable[[str], None]):
+               unit: str, log: Callable[[str], None]):
     self._output_dir = output_dir
     self._prefix = prefix
     self._todo = todo  # shard index -> item count
     self._num_shards = num_shards
     self._interval = interval
+    self._unit = unit
     self._log = log
     self._total = sum(todo.values())
     self._stop = threading.Event()
@@ -318,13 +348,14 @@ class _Progress:
 
   def _loop(self) -> None:
     while not self._stop.wait(self._interval):
-      self._log(format_progress(self.count_done(), self._total, time.monotonic() - self._start, self._prefix))
+      self._log(format_progress(self.count_done(), self._total, time.monotonic() - self._start, self._prefix,
+                                self._unit))
 
 
-def format_progress(done: int, total: int, seconds: float, prefix: str) -> str:
-  """'[train] 40/100 items (40.0%), 3.10 items/s, ETA 0:00:19'."""
+def format_progress(done: int, total: int, seconds: float, prefix: str, unit: str = 'items') -> str:
+  """'[train] 40/100 videos (40.0%), 3.10 videos/s, ETA 0:00:19'."""
   rate = done / seconds if seconds > 0 else 0.0
-  line = f'[{prefix}] {done}/{total} items ({100.0 * done / max(1, total):.1f}%), {rate:.2f} items/s'
+  line = f'[{prefix}] {done}/{total} {unit} ({100.0 * done / max(1, total):.1f}%), {rate:.2f} {unit}/s'
   if rate > 0:
     remaining = int(round((total - done) / rate))
     line += f', ETA {remaining // 3600}:{remaining // 60 % 60:02d}:{remaining % 60:02d}'
@@ -337,7 +368,8 @@ def _log_to_stderr(message: str) -> None:
 
 def run(items: Sequence[WorkItem], converter: ItemConverter, *, output_dir: str, prefix: str, num_shards: int,
         pipeline_args: Sequence[str] = (), pre_failed: Sequence[report.ReportEntry] = (),
-        progress_interval: float = 10.0, log: Callable[[str], None] = _log_to_stderr) -> RunResult:
+        progress_interval: float = 10.0, in_process: Optional[bool] = None, unit: str = 'items',
+        log: Callable[[str], None] = _log_to_stderr) -> RunResult:
   """Converts `items` into `num_shards` TFRecord shards named `<prefix>-SSSSS-of-NNNNN.tfrecord`.
 
   Args:
@@ -349,6 +381,9 @@ def run(items: Sequence[WorkItem], converter: ItemConverter, *, output_dir: str,
     pipeline_args: Beam options (`--runner`, `--direct_num_workers`, Dataflow options, ...).
     pre_failed: report entries of inputs rejected before conversion (e.g. duplicate ids).
     progress_interval: seconds between progress lines; 0 disables them.
+    in_process: for local runs without --direct_running_mode, whether to convert in this process instead of
+      starting worker processes; None decides by the number of items to convert (< `IN_PROCESS_BELOW`).
+    unit: what an item is called in progress lines ('videos', 'keyframes').
     log: where progress and status lines go.
 
   Returns:
@@ -392,13 +427,15 @@ def run(items: Sequence[WorkItem], converter: ItemConverter, *, output_dir: str,
     with tf.io.gfile.GFile(temporary, 'wb') as f:
       pickle.dump(plan, f)
     tf.io.gfile.rename(temporary, plan_path, overwrite=True)
-    log(f'[{prefix}] converting {sum(todo.values())} items into {len(todo)} shards...')
-    pipeline = make_pipeline(pipeline_args, sum(todo.values()), lambda m: log(f'[{prefix}] {m}'))
+    log(f'[{prefix}] converting {sum(todo.values())} {unit} into {len(todo)} shards...')
+    if in_process is None:
+      in_process = sum(todo.values()) < IN_PROCESS_BELOW
+    pipeline = make_pipeline(pipeline_args, in_process, lambda m: log(f'[{prefix}] {m}'))
     _ = (pipeline
          | 'ShardIndices' >> beam.Create(sorted(todo))
          | 'Distribute' >> beam.Reshuffle()  # Lets the runner spread shards over workers.
          | 'ConvertShards' >> beam.ParDo(_ConvertShardFn(converter, output_dir, prefix)))
-    with _Progress(output_dir, prefix, todo, num_shards, progress_interval, log):
+    with _Progress(output_dir, prefix, todo, num_shards, progress_interval, unit, log):
       pipeline.run().wait_until_finish()
 
   entries = list(pre_failed)

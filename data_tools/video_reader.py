@@ -167,6 +167,7 @@ class VideoReader:
     self._start = start
     self._end = end
     self._container = None
+    self._file = None  # File object of a remote path, closed with the container.
     self._stream = None
     self._frames = None
     self._first = None
@@ -188,6 +189,9 @@ class VideoReader:
     if self._container is not None:
       self._container.close()
       self._container = None
+    if self._file is not None:
+      self._file.close()
+      self._file = None
 
   def open(self) -> 'VideoReader':
     """Opens the file, checks it has a decodable video stream and fills `info`.
@@ -202,6 +206,16 @@ class VideoReader:
     if (start is not None and start < 0) or (end is not None and end <= (start or 0.0)):
       raise OutsideTimeSpanError(self.path, f'the requested time span [{start}, {end}) s is empty or negative. '
                                  'Check time_start/time_end in the annotations.')
+    try:
+      self._open_and_peek()
+    except BaseException:
+      self.close()  # A context manager whose __enter__ raises never reaches __exit__.
+      raise
+    return self
+
+  def _open_and_peek(self) -> None:
+    """Opens the container, decodes the first frame of the span and fills `info`."""
+    start = self._start
     self._open_container()
     if start:
       self._frames = self._decode(seek_to=start)
@@ -233,10 +247,11 @@ class VideoReader:
     self.info = VideoInfo(path=self.path, codec=stream.codec_context.name, source_fps=source_fps,
                           duration=duration, width=width, height=height, rotation=90 * self._turns,
                           fps=self._fps or source_fps)
-    return self
 
   def _open_container(self) -> None:
     source = _open_source(self.path)
+    if not isinstance(source, str):
+      self._file = source
     try:
       self._container = av.open(source, metadata_errors='ignore')
     except av.FFmpegError as e:

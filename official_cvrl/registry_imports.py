@@ -6,6 +6,8 @@ Import this module (as `train.py` does) before looking anything up in Model Gard
 from official.vision import registry_imports as _vision_registry_imports
 
 from official_cvrl.configs import cvrl as _pretrain_configs
+from official_cvrl.configs import video_classification as _evaluation_configs
 from official_cvrl.modeling import factory as _model_builders
 from official_cvrl.modeling.backbones import r3d as _r3d_backbone
 from official_cvrl.tasks import pretrain as _pretrain_task
+from official_cvrl.tasks import video_classification as _evaluation_tasks

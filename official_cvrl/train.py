@@ -14,6 +14,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import tensorflow as tf
+import tf_keras
 
 from official.common import flags as tfm_flags
 from official.core import train_utils
@@ -23,6 +24,10 @@ from official_cvrl import registry_imports  # pylint: disable=unused-import
 from official_cvrl.utils import errors
 
 FLAGS = flags.FLAGS
+
+flags.DEFINE_integer(
+    'seed', None, 'Global random seed (model initialisation, augmentation and shuffling); unset = random. '
+    'Used to repeat a run, or to measure the spread over seeds.')
 
 
 def _fail(message: str, exit_code: int = 2):
@@ -47,6 +52,8 @@ def check_configuration(flags_obj) -> None:
 
 def main(argv):
   check_configuration(FLAGS)
+  if FLAGS.seed is not None:
+    tf_keras.utils.set_random_seed(FLAGS.seed)
   try:
     vision_train.main(argv)
   except errors.UserInputError as e:

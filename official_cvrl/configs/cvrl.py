@@ -17,6 +17,7 @@ from official.core import config_definitions as cfg
 from official.core import exp_factory
 from official.modeling import hyperparams
 from official.modeling import optimization
+from official.vision.configs import common
 
 from official_cvrl.configs import backbones
 from official_cvrl.dataloaders import feature_keys
@@ -140,9 +141,9 @@ class DatasetPreset:
 # (each YAML file's header shows the arithmetic).
 DATASETS = {
     'kinetics400': DatasetPreset('kinetics400', 215570, 17706, 400,
-                                 'kinetics400/train-*', 'kinetics400/validation-*'),
+                                 'kinetics400/train-*', 'kinetics400/val-*'),
     'kinetics600': DatasetPreset('kinetics600', 366016, 27780, 600,
-                                 'kinetics600/train-*', 'kinetics600/validation-*'),
+                                 'kinetics600/train-*', 'kinetics600/val-*'),
 }
 
 
@@ -164,6 +165,14 @@ def sgd_cosine_optimization(learning_rate: float, total_steps: int, warmup_steps
       },
       'warmup': {'type': 'linear', 'linear': {'warmup_steps': warmup_steps, 'warmup_learning_rate': 0.0}},
   })
+
+
+def adam_cosine_optimization(learning_rate: float, total_steps: int,
+                             warmup_steps: int) -> optimization.OptimizationConfig:
+  """Adam with linear warm-up then cosine decay: converges fast enough for the short CPU demo runs."""
+  config = sgd_cosine_optimization(learning_rate, total_steps, warmup_steps)
+  config.optimizer = optimization.OptimizerConfig({'type': 'adam'})
+  return config
 
 
 def pretrain_experiment(preset: DatasetPreset,
@@ -210,3 +219,56 @@ def cvrl_pretrain_kinetics400() -> cfg.ExperimentConfig:
 def cvrl_pretrain_kinetics600() -> cfg.ExperimentConfig:
   """CVRL R3D-50 pretraining on Kinetics-600 (paper Table 2: 70.4% linear eval on K600)."""
   return pretrain_experiment(DATASETS['kinetics600'])
+
+
+# The embedded demo data (`python -m data_tools.demo_dataset`): 32x32 procedural videos of 48 frames, 8 motion
+# classes; `make demo` writes its TFRecords to demo_output/tfrecords.
+DEMO_DATASET = DatasetPreset('cvrl_demo', 2000, 400, 8, 'train-*-of-*.tfrecord', 'val-*-of-*.tfrecord')
+DEMO_DATA_ROOT = 'demo_output/tfrecords'
+
+
+def demo_backbone() -> backbones.Backbone3D:
+  """R3D-18 at a quarter width (16-128 channels) without the stem pool, sized for 32x32 clips on a CPU."""
+  return backbones.Backbone3D(type='r3d', r3d=backbones.R3D(
+      model_id=18, width_multiplier=0.25, stem_conv_temporal_kernel_size=3, stem_conv_temporal_stride=1,
+      stem_max_pool=False))
+
+
+def demo_data(split_pattern: str, is_training: bool, global_batch_size: int) -> DataConfig:
+  """Demo clips: 8 frames at stride 2 from 48-frame videos, 32x32.
+
+  Horizontal flips are off: the demo's classes are motion directions and rotation senses, which a flip turns
+  into each other (right <-> left, clockwise <-> anticlockwise), so the loss would pull opposite classes
+  together. Blur is off: at 32x32 pixels a SimCLR blur (sigma up to 2 px) wipes out the small object.
+  """
+  return DataConfig(
+      name=DEMO_DATASET.name, is_training=is_training, input_path=f'{DEMO_DATA_ROOT}/{split_pattern}',
+      global_batch_size=global_batch_size, feature_shape=(8, 32, 32, 3), temporal_stride=2,
+      drop_remainder=is_training, shuffle_buffer_size=2000,
+      spatial_augmentation=SpatialAugmentation(
+          crop_area_range=(0.5, 1.0), flip_probability=0.0, color_jitter_strength=0.8, blur_probability=0.0))
+
+
+@exp_factory.register_config_factory('cvrl_pretrain_demo')
+def cvrl_pretrain_demo() -> cfg.ExperimentConfig:
+  """CVRL on the embedded demo data, sized for a 2-core CPU in about six minutes (see README, Quickstart)."""
+  batch_size = 64
+  train_steps = 1000
+  config = pretrain_experiment(DEMO_DATASET, data_root=DEMO_DATA_ROOT, global_batch_size=batch_size)
+  config.task.model = backbones.CVRLModel(
+      backbone=demo_backbone(),
+      norm_activation=common.NormActivation(use_sync_bn=False),
+      projection_head=backbones.ProjectionHead(num_hidden_layers=2))
+  config.task.train_data = demo_data(DEMO_DATASET.train_pattern, True, batch_size)
+  config.task.validation_data = demo_data(DEMO_DATASET.validation_pattern, False, batch_size)
+  config.runtime.mixed_precision_dtype = 'float32'
+  config.trainer = cfg.TrainerConfig(
+      train_steps=train_steps,
+      validation_steps=DEMO_DATASET.validation_examples // batch_size,
+      validation_interval=250,
+      steps_per_loop=50,
+      summary_interval=50,
+      checkpoint_interval=250,
+      max_to_keep=2,
+      optimizer_config=adam_cosine_optimization(2e-3, train_steps, warmup_steps=50))
+  return config

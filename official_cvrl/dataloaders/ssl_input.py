@@ -148,9 +148,9 @@ class Parser(parser.Parser):
     labels = decoded_tensors.get(self._label_key)
     if labels is None:
       return tf.constant(feature_keys.UNLABELED_INDEX, tf.int32)
-    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-    return tf.cond(tf.size(labels) > 0, lambda: labels[0],
-                   lambda: tf.constant(feature_keys.UNLABELED_INDEX, tf.int32))
+    # Appending the unlabeled marker makes "first entry" well defined for empty label lists.
+    labels = tf.concat([tf.reshape(tf.cast(labels, tf.int32), [-1]), [feature_keys.UNLABELED_INDEX]], axis=0)
+    return labels[0]
 
   def _parse(self, decoded_tensors: Dict[str, tf.Tensor], seed: tf.Tensor
              ) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:

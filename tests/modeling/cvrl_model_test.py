@@ -122,7 +122,8 @@ class CVRLModelTest(tf.test.TestCase, parameterized.TestCase):
                         atol=1e-4)
     self.assertNotAllClose(np.linalg.norm(outputs['projection'], axis=-1), np.ones(2))
     # Hidden width 2048 is scaled by the backbone's width multiplier 0.25.
-    self.assertEqual(model.projection_head._hidden_dense[0].kernel.shape.as_list(), [num_features, 512])  # pylint: disable=protected-access
+    first_hidden = model.projection_head._hidden_dense[0]  # pylint: disable=protected-access
+    self.assertEqual(first_hidden.kernel.shape.as_list(), [num_features, 512])
     self.assertEqual(model.projection_head.num_hidden_layers, 3)
     # A feature dict with extra keys (Model Garden's task convention) gives the same outputs.
     from_dict = model({'image': x, 'label': tf.zeros([2])}, training=False)

@@ -192,7 +192,8 @@ class R3DArchitectureTest(tf.test.TestCase, parameterized.TestCase):
     model = _symbolic_r3d(50, res5_dilation=2)
     self.assertEqual(model.output_specs['4'].as_list(), [None, 8, 14, 14, 1024])
     self.assertEqual(model.output_specs['5'].as_list(), [None, 8, 14, 14, 2048])
-    self.assertEqual(model.get_layer('res5_block0')._spatial_conv.dilation_rate, (1, 2, 2))  # pylint: disable=protected-access
+    spatial_conv = model.get_layer('res5_block0')._spatial_conv  # pylint: disable=protected-access
+    self.assertEqual(spatial_conv.dilation_rate, (1, 2, 2))
     # Same variables as the undilated network, so pretrained weights transfer.
     self.assertEqual([v.shape.as_list() for v in model.variables],
                      [v.shape.as_list() for v in _symbolic_r3d(50).variables])
@@ -239,7 +240,8 @@ class R3DArchitectureTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllGreaterEqual(outputs[level], 0.0)  # Every block ends with a ReLU.
       self.assertTrue(np.all(np.isfinite(outputs[level].numpy())))
     # The forward pass in training mode updated the batch norm moving averages.
-    self.assertNotAllClose(model.get_layer('stem_bn').moving_mean, tf.zeros_like(model.get_layer('stem_bn').moving_mean))
+    moving_mean = model.get_layer('stem_bn').moving_mean
+    self.assertNotAllClose(moving_mean, tf.zeros_like(moving_mean))
 
   def test_get_config_round_trip(self):
     model = r3d.R3D(model_id=18, width_multiplier=0.25, stem_max_pool=False, res5_dilation=2,
@@ -251,6 +253,10 @@ class R3DArchitectureTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(clone(x, training=False)['5'], model(x, training=False)['5'])
     block = model.get_layer('res3_block0')
     self.assertEqual(r3d.BasicBlock3D.from_config(block.get_config()).get_config(), block.get_config())
+    dilated = r3d.DilatedBottleneckBlock3D(spatial_dilation_rate=2, filters=8, temporal_kernel_size=3,
+                                           temporal_strides=1, spatial_strides=1)
+    self.assertEqual(r3d.DilatedBottleneckBlock3D.from_config(dilated.get_config()).get_config(),
+                     dilated.get_config())
 
   def test_model_garden_video_classification_model_accepts_r3d(self):
     backbone = r3d.R3D(model_id=18, width_multiplier=0.25, input_specs=_CLIP_TINY)

@@ -1,0 +1,244 @@
+"""The main job on the embedded demo data: raw videos -> TFRecords -> pretrain -> evaluate -> export -> table.
+
+    python -m official_cvrl.demo --output_dir=demo_output          (what `make demo` runs)
+
+Every stage runs the project's own command-line tool in a subprocess, exactly as a user would type it, with its
+full log in `<output_dir>/logs/` and a one-line progress summary here. Stages whose outputs are complete are
+skipped, so an interrupted demo resumes where it stopped (training resumes from its last checkpoint).
+
+Stages:
+  1. data_tools.demo_dataset renders the procedural action videos (mp4) for train / val / test;
+  2. data_tools.convert turns each split into TFRecord shards (the same converter as for Kinetics);
+  3. official_cvrl.train pretrains CVRL (experiment cvrl_pretrain_demo) on the train split, without labels;
+  4. official_cvrl.train runs the linear evaluation protocol (cvrl_linear_eval_demo) on the frozen pretrained
+     backbone, and again on a randomly initialised backbone, the baseline CVRL must beat;
+  5. official_cvrl.serving.export_saved_model exports the pretrained encoder for TF Serving;
+  6. a results table (printed, and saved as results.md / results.json) and the pretraining curves (PNG).
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+from absl import app
+from absl import flags
+
+flags.DEFINE_string('output_dir', 'demo_output', 'Folder for every artefact of the demo.')
+flags.DEFINE_integer('seed', 0, 'Seed of model initialisation and input sampling (the dataset itself is fixed).')
+flags.DEFINE_integer('pretrain_steps', None, 'Override the pretraining length of cvrl_pretrain_demo.')
+flags.DEFINE_integer('num_train', None, 'Training videos to generate (generator default when unset).')
+flags.DEFINE_integer('num_val', None, 'Validation videos to generate (generator default when unset).')
+flags.DEFINE_integer('num_test', None, 'Test videos to generate (generator default when unset).')
+flags.DEFINE_integer('workers', 2, 'Processes for video generation and conversion.')
+
+FLAGS = flags.FLAGS
+
+SPLITS = ('train', 'val', 'test')
+# Lines of the subprocess logs worth showing as progress (Orbit's train/eval summaries, tools' progress lines).
+_PROGRESS = re.compile(r'(train \| step|eval \| step|videos? .*(/s|ETA)|rendered|converted|\bdone\b|export|'
+                       r'Wrote|error:)', re.IGNORECASE)
+
+
+def _print(message: str) -> None:
+  print(message, flush=True)
+
+
+def run_stage(name: str, command: Sequence[str], log_path: str) -> None:
+  """Runs `command`, streaming its output to `log_path` and progress lines to stdout; exits on failure."""
+  _print(f'\n=== {name}\n    $ {" ".join(command)}\n    (full log: {log_path})')
+  os.makedirs(os.path.dirname(log_path), exist_ok=True)
+  start = time.time()
+  tail: List[str] = []
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONUNBUFFERED='1')
+  with open(log_path, 'a') as log, subprocess.Popen(
+      command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as process:
+    for line in process.stdout:
+      log.write(line)
+      tail = (tail + [line.rstrip()])[-25:]
+      if _PROGRESS.search(line):
+        _print('    ' + _shorten(line.strip()))
+    code = process.wait()
+  if code != 0:
+    _print('\n'.join(['    | ' + l for l in tail]))
+    _print(f'error: stage "{name}" failed (exit code {code}); see {log_path}. Fix the cause and rerun '
+           '`make demo`: finished stages are skipped.')
+    sys.exit(code)
+  _print(f'    {name}: done in {time.time() - start:.0f} s')
+
+
+def _shorten(line: str, width: int = 150) -> str:
+  line = re.sub(r'^[IWE]\d{4} [\d:.]+\s+\d+ \S+\] ', '', line)  # absl's log prefix.
+  return line if len(line) <= width else line[:width - 3] + '...'
+
+
+def _python(module: str, *args: str) -> List[str]:
+  return [sys.executable, '-m', module, *args]
+
+
+def _optional_flags(**values: Optional[int]) -> List[str]:
+  return [f'--{k}={v}' for k, v in values.items() if v is not None]
+
+
+def generate_videos(output_dir: str) -> str:
+  raw_dir = os.path.join(output_dir, 'raw_videos')
+  manifest = os.path.join(raw_dir, 'manifest.json')
+  if os.path.exists(manifest) and json.load(open(manifest)).get('complete'):
+    _print(f'\n=== 1. demo videos: already complete in {raw_dir}')
+    return raw_dir
+  run_stage('1. render demo videos', _python(
+      'data_tools.demo_dataset', f'--output_dir={raw_dir}', f'--num_workers={FLAGS.workers}',
+      *_optional_flags(num_train=FLAGS.num_train, num_val=FLAGS.num_val, num_test=FLAGS.num_test)),
+            os.path.join(output_dir, 'logs', '1_render.log'))
+  return raw_dir
+
+
+def convert_videos(output_dir: str, raw_dir: str) -> str:
+  records_dir = os.path.join(output_dir, 'tfrecords')
+  label_map = os.path.join(records_dir, 'label_map.txt')
+  for split in SPLITS:
+    report = os.path.join(records_dir, f'{split}.report.jsonl')
+    if os.path.exists(report):
+      _print(f'\n=== 2. convert {split}: already converted ({report})')
+      continue
+    run_stage(f'2. convert {split} videos to TFRecords', _python(
+        'data_tools.convert', '--source=folder', f'--input_dir={os.path.join(raw_dir, split)}',
+        f'--split={split}', f'--output_dir={records_dir}', f'--label_map={label_map}', '--fps=0',
+        '--short_side=0', f'--direct_num_workers={FLAGS.workers}'),
+              os.path.join(output_dir, 'logs', f'2_convert_{split}.log'))
+  return records_dir
+
+
+def _records(records_dir: str, split: str) -> str:
+  return os.path.join(records_dir, f'{split}-*-of-*.tfrecord')
+
+
+def pretrain(output_dir: str, records_dir: str) -> str:
+  model_dir = os.path.join(output_dir, 'pretrain')
+  overrides = [f'task.train_data.input_path={_records(records_dir, "train")}',
+               f'task.validation_data.input_path={_records(records_dir, "val")}']
+  if FLAGS.pretrain_steps:
+    overrides.append(f'trainer.train_steps={FLAGS.pretrain_steps}')
+  run_stage('3. CVRL pretraining (labels unused)', _python(
+      'official_cvrl.train', '--experiment=cvrl_pretrain_demo', '--mode=train_and_eval',
+      f'--model_dir={model_dir}', f'--seed={FLAGS.seed}', '--params_override=' + ','.join(overrides)),
+            os.path.join(output_dir, 'logs', '3_pretrain.log'))
+  return model_dir
+
+
+def linear_eval(output_dir: str, records_dir: str, name: str, init_checkpoint: str) -> str:
+  model_dir = os.path.join(output_dir, f'linear_eval_{name}')
+  overrides = [f'task.train_data.input_path={_records(records_dir, "train")}',
+               f'task.validation_data.input_path={_records(records_dir, "test")}',
+               f'task.init_checkpoint={init_checkpoint}']
+  run_stage(f'4. linear evaluation, {name} backbone', _python(
+      'official_cvrl.train', '--experiment=cvrl_linear_eval_demo', '--mode=train_and_eval',
+      f'--model_dir={model_dir}', f'--seed={FLAGS.seed}', '--params_override=' + ','.join(overrides)),
+            os.path.join(output_dir, 'logs', f'4_linear_eval_{name}.log'))
+  return model_dir
+
+
+def export(output_dir: str, pretrain_dir: str) -> str:
+  export_dir = os.path.join(output_dir, 'saved_model')
+  run_stage('5. export SavedModel for TF Serving', _python(
+      'official_cvrl.serving.export_saved_model', '--experiment=cvrl_pretrain_demo',
+      f'--config_file={os.path.join(pretrain_dir, "params.yaml")}', f'--checkpoint_path={pretrain_dir}',
+      f'--export_dir={export_dir}'), os.path.join(output_dir, 'logs', '5_export.log'))
+  return export_dir
+
+
+def read_scalars(event_dir: str) -> Dict[str, List[tuple]]:
+  """All scalar summaries under `event_dir` as {tag: [(step, value), ...]} sorted by step."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (keeps the stages' start-up light)
+  scalars: Dict[str, Dict[int, float]] = {}
+  if not tf.io.gfile.exists(event_dir):
+    return {}
+  for name in sorted(tf.io.gfile.listdir(event_dir)):
+    if 'tfevents' not in name:
+      continue
+    for event in tf.compat.v1.train.summary_iterator(os.path.join(event_dir, name)):
+      for value in event.summary.value:
+        number = value.simple_value if value.HasField('simple_value') else float(tf.make_ndarray(value.tensor))
+        scalars.setdefault(value.tag, {})[event.step] = number
+  return {tag: sorted(values.items()) for tag, values in scalars.items()}
+
+
+def _last(scalars: Dict[str, List[tuple]], tag: str) -> Optional[float]:
+  values = scalars.get(tag)
+  return values[-1][1] if values else None
+
+
+def plot_pretraining(pretrain_dir: str, path: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  train = read_scalars(os.path.join(pretrain_dir, 'train'))
+  validation = read_scalars(os.path.join(pretrain_dir, 'validation'))
+  tags = ('contrastive_loss', 'contrastive_accuracy', 'contrastive_entropy', 'learning_rate')
+  fig, axes = plt.subplots(1, len(tags), figsize=(4 * len(tags), 3.2))
+  for axis, tag in zip(axes, tags):
+    for label, scalars in (('train', train), ('validation', validation)):
+      if tag in scalars:
+        steps, values = zip(*scalars[tag])
+        axis.plot(steps, values, marker='o' if label == 'validation' else None, markersize=3, label=label)
+    axis.set_title(tag)
+    axis.set_xlabel('step')
+    axis.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def results_table(output_dir: str, pretrain_dir: str, eval_dirs: Dict[str, str], export_dir: str) -> str:
+  pretrain_validation = read_scalars(os.path.join(pretrain_dir, 'validation'))
+  rows = []
+  for name, model_dir in eval_dirs.items():
+    scalars = read_scalars(os.path.join(model_dir, 'validation'))
+    rows.append({'backbone': name, 'top_1': _last(scalars, 'accuracy'), 'top_5': _last(scalars, 'top_5_accuracy')})
+  results = {
+      'seed': FLAGS.seed,
+      'linear_eval_test': rows,
+      'pretrain_validation_contrastive_accuracy': _last(pretrain_validation, 'contrastive_accuracy'),
+      'pretrain_validation_contrastive_loss': _last(pretrain_validation, 'contrastive_loss'),
+      'saved_model': export_dir,
+  }
+
+  def pct(value):
+    return 'n/a' if value is None else f'{100 * value:.1f}%'
+
+  lines = ['| backbone | linear eval top-1 (test) | top-5 |', '|---|---|---|']
+  lines += [f'| {r["backbone"]} | {pct(r["top_1"])} | {pct(r["top_5"])} |' for r in rows]
+  lines.append('')
+  lines.append(f'CVRL pretraining, held-out contrastive accuracy (positive ranked first): '
+               f'{pct(results["pretrain_validation_contrastive_accuracy"])}')
+  table = '\n'.join(lines)
+  with open(os.path.join(output_dir, 'results.json'), 'w') as f:
+    json.dump(results, f, indent=2)
+  with open(os.path.join(output_dir, 'results.md'), 'w') as f:
+    f.write(f'# CVRL demo results (seed {FLAGS.seed})\n\n{table}\n')
+  return table
+
+
+def main(_):
+  start = time.time()
+  output_dir = os.path.abspath(FLAGS.output_dir)
+  os.makedirs(output_dir, exist_ok=True)
+  raw_dir = generate_videos(output_dir)
+  records_dir = convert_videos(output_dir, raw_dir)
+  pretrain_dir = pretrain(output_dir, records_dir)
+  eval_dirs = {
+      'CVRL pretrained': linear_eval(output_dir, records_dir, 'cvrl', init_checkpoint=pretrain_dir),
+      'random init': linear_eval(output_dir, records_dir, 'random', init_checkpoint=''),
+  }
+  export_dir = export(output_dir, pretrain_dir)
+  plot_path = os.path.join(output_dir, 'pretraining_curves.png')
+  plot_pretraining(pretrain_dir, plot_path)
+  table = results_table(output_dir, pretrain_dir, eval_dirs, export_dir)
+  _print(f'\n=== 6. results (seed {FLAGS.seed}, {(time.time() - start) / 60:.1f} min)\n{table}\n')
+  _print(f'Saved: {os.path.join(output_dir, "results.md")}, {plot_path}, SavedModel in {export_dir}')
+
+
+if __name__ == '__main__':
+  app.run(main)

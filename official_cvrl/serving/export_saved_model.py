@@ -1,0 +1,340 @@
+r"""Exports a CVRL checkpoint as a versioned SavedModel for TF Serving (see docs/serving.md).
+
+  python -m official_cvrl.serving.export_saved_model --experiment=cvrl_pretrain_demo \
+      --config_file=demo_output/pretrain/params.yaml --checkpoint_path=demo_output/pretrain \
+      --export_dir=demo_output/saved_model
+
+writes `<export_dir>/<version>/` (version = Unix time in seconds, the layout TF Serving watches) holding the
+signatures of `export_module.CVRLExportModule`, the TF Serving warm-up requests
+(`assets.extra/tf_serving_warmup_requests`) and the experiment config (`assets.extra/params.yaml`). The version
+folder appears in one rename once complete, so a model server watching `<export_dir>` never loads half an export.
+
+The checkpoint may come from pretraining (model_type 'cvrl': features + projection) or from linear evaluation or
+fine-tuning (model_type 'cvrl_classifier': features + logits); pass the experiment (and the `params.yaml` of the
+run) that trained it. Every model variable must be in the checkpoint with the same shape, otherwise the export
+stops and lists the ones that are not. The clip geometry comes from the experiment's `task.validation_data`:
+`feature_shape` = [frames per clip, crop, crop, 3] and `temporal_stride` (override them with --params_override,
+e.g. the paper's 32-frame evaluation clips: `task.validation_data.feature_shape=[32,224,224,3]`).
+"""
+import os
+import sys
+import tempfile
+import time
+from typing import List, Optional, Sequence, Tuple
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from official.core import config_definitions as cfg
+from official.core import exp_factory
+from official.modeling import hyperparams
+from official.vision.modeling import factory_3d
+
+from data_tools import sequence_example
+from official_cvrl import registry_imports  # pylint: disable=unused-import  (registers experiments and models)
+from official_cvrl.serving import export_module
+from official_cvrl.utils import errors
+
+FLAGS = flags.FLAGS
+
+WARMUP_FILE = 'tf_serving_warmup_requests'
+ASSETS_EXTRA = 'assets.extra'
+PARAMS_FILE = 'params.yaml'
+
+# How many variables a checkpoint mismatch message lists before summarising.
+_MAX_LISTED = 20
+
+
+def load_experiment_config(experiment: str,
+                           config_files: Optional[Sequence[str]] = None,
+                           params_override: Optional[str] = None) -> cfg.ExperimentConfig:
+  """Builds the experiment config as the training driver does: registry, then YAML files, then overrides.
+
+  Raises:
+    UserInputError: on an unknown experiment, a missing file or a key the experiment does not have.
+  """
+  try:
+    params = exp_factory.get_exp_config(experiment)
+  except (LookupError, AssertionError):
+    raise errors.UserInputError(f'--experiment={experiment} is not a registered experiment (README, '
+                                '"Experiments").') from None
+  sources = [f'--experiment={experiment}']
+  try:
+    for config_file in config_files or []:
+      sources.append(f'--config_file={config_file}')
+      if not tf.io.gfile.exists(config_file):
+        raise errors.UserInputError(f'--config_file={config_file} does not exist.')
+      params = hyperparams.override_params_dict(params, config_file, is_strict=True)
+    if params_override:
+      sources.append(f'--params_override={params_override}')
+      params = hyperparams.override_params_dict(params, params_override, is_strict=True)
+    params.validate()
+  except (KeyError, ValueError, TypeError, AttributeError) as e:
+    if isinstance(e, errors.UserInputError):
+      raise
+    detail = e.args[0] if e.args else repr(e)
+    raise errors.UserInputError(f'invalid experiment configuration ({", ".join(sources)}): {detail}. Every key '
+                                'must exist in the registered experiment.') from None
+  params.lock()
+  return params
+
+
+def clip_geometry(params: cfg.ExperimentConfig) -> Tuple[int, int, int]:
+  """(frames per clip, temporal stride, crop size) of the experiment's evaluation clips.
+
+  Raises:
+    UserInputError: when the crop is not square.
+  """
+  data = params.task.validation_data
+  num_frames, height, width = (int(v) for v in data.feature_shape[:3])
+  if height != width:
+    raise errors.UserInputError(f'task.validation_data.feature_shape={list(data.feature_shape)}: the export '
+                                'takes square centre crops; set equal height and width.')
+  return num_frames, int(data.temporal_stride), height
+
+
+def build_model(params: cfg.ExperimentConfig) -> tf_keras.Model:
+  """Builds the experiment's model for clips of any length at the evaluation crop size.
+
+  The training task fixes the clip length in the model's input; serving takes clips of any length (the encoder
+  pools over time), so the model is rebuilt here with a free time axis. Its variables are the task's.
+
+  Returns:
+    The built model, in float32 whatever the training precision (serving runs on CPUs as often as on GPUs).
+  """
+  num_frames, _, crop_size = clip_geometry(params)
+  model_config = params.task.model
+  input_specs = tf_keras.layers.InputSpec(shape=[None, None, crop_size, crop_size, 3])
+  num_classes = int(params.task.train_data.num_classes)
+  model = factory_3d.build_model(model_config.model_type, input_specs=input_specs, model_config=model_config,
+                                 num_classes=num_classes)
+  model(tf.zeros([1, num_frames, crop_size, crop_size, 3]), training=False)
+  return model
+
+
+def resolve_checkpoint(checkpoint_path: str) -> str:
+  """Returns the checkpoint prefix of a model_dir (its latest checkpoint) or of a prefix.
+
+  Raises:
+    UserInputError: when there is no checkpoint there.
+  """
+  if tf.io.gfile.isdir(checkpoint_path):
+    prefix = tf.train.latest_checkpoint(checkpoint_path)
+    if not prefix:
+      raise errors.UserInputError(f'--checkpoint_path={checkpoint_path} is a folder without a checkpoint (no '
+                                  '"checkpoint" file naming one). Pass the training model_dir or a ckpt-N prefix.')
+    return prefix
+  if not tf.io.gfile.exists(checkpoint_path + '.index'):
+    raise errors.UserInputError(f'--checkpoint_path={checkpoint_path} is neither a folder nor a checkpoint prefix '
+                                f'({checkpoint_path}.index does not exist).')
+  return checkpoint_path
+
+
+def _model_variable_shapes(prefix: str) -> dict:
+  """{key: shape} of the variables under the checkpoint's 'model' object."""
+  return {name: tuple(shape) for name, shape in tf.train.list_variables(prefix)
+          if name.startswith('model/') and not name.startswith('model/.') and '/.OPTIMIZER_SLOT/' not in name}
+
+
+def _mismatch_report(model: tf_keras.Model, prefix: str) -> str:
+  """Lists the model variables the checkpoint lacks or holds with another shape."""
+  with tempfile.TemporaryDirectory() as tmp:
+    # The checkpoint keys the model would have: write them out and list them (the same object-graph naming).
+    expected = _model_variable_shapes(tf.train.Checkpoint(model=model).write(os.path.join(tmp, 'expected')))
+  found = _model_variable_shapes(prefix)
+  missing = sorted(set(expected) - set(found))
+  misshaped = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+  lines = []
+  if missing:
+    lines.append(f'{len(missing)} model variable(s) missing from the checkpoint:')
+    lines += [f'  {k} {list(expected[k])}' for k in missing[:_MAX_LISTED]]
+  if misshaped:
+    lines.append(f'{len(misshaped)} variable(s) with another shape in the checkpoint (model vs checkpoint):')
+    lines += [f'  {k} {list(expected[k])} vs {list(found[k])}' for k in misshaped[:_MAX_LISTED]]
+  if len(missing) > _MAX_LISTED or len(misshaped) > _MAX_LISTED:
+    lines.append(f'  (first {_MAX_LISTED} of each listed)')
+  return '\n'.join(lines)
+
+
+def restore_checkpoint(model: tf_keras.Model, checkpoint_path: str) -> str:
+  """Restores every variable of `model` from a trainer checkpoint (`Checkpoint(model=..., ...)` layout).
+
+  Strict: each model variable must be in the checkpoint with its shape; optimizer state and the extra root items
+  are ignored.
+
+  Args:
+    model: the built model.
+    checkpoint_path: a model_dir or a checkpoint prefix.
+
+  Returns:
+    The checkpoint prefix restored.
+
+  Raises:
+    UserInputError: no checkpoint, or the checkpoint does not match the model (the message lists the variables).
+  """
+  prefix = resolve_checkpoint(checkpoint_path)
+  hint = ('Export with the experiment and params.yaml of the run that wrote the checkpoint (a pretraining '
+          'checkpoint has no classifier; a classifier checkpoint has no projection head).')
+  try:
+    status = tf.train.Checkpoint(model=model).read(prefix)
+    status.assert_existing_objects_matched()
+  except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+    report = _mismatch_report(model, prefix) or str(e).splitlines()[0]
+    raise errors.UserInputError(f'checkpoint {prefix} does not match the model of the experiment.\n{report}\n'
+                                f'{hint}') from None
+  status.expect_partial()
+  return prefix
+
+
+def _warmup_example(num_frames: int, crop_size: int) -> bytes:
+  frame = sequence_example.encode_jpeg(np.full([crop_size, crop_size, 3], 128, np.uint8))
+  example = sequence_example.make_sequence_example(
+      [frame] * num_frames, video_id='warmup', height=crop_size, width=crop_size, fps=25.0, source_fps=25.0)
+  return example.SerializeToString()
+
+
+def warmup_inputs(module: export_module.CVRLExportModule) -> List[Tuple[str, dict]]:
+  """One small request per signature, in the clip geometry of the export: [(signature, {input: array})]."""
+  # pylint: disable=protected-access
+  num_frames, stride, crop = module._num_frames, module._temporal_stride, module._crop_size
+  clip_span = (num_frames - 1) * stride + 1
+  clip = np.zeros([1, num_frames, crop, crop, 3], np.uint8)
+  return [
+      (export_module.SIGNATURE_CLIPS, {export_module.INPUT_CLIPS: clip}),
+      (export_module.SIGNATURE_VIDEO_CLIPS, {export_module.INPUT_CLIPS: clip[:, np.newaxis]}),
+      (export_module.SIGNATURE_EXAMPLES,
+       {export_module.INPUT_EXAMPLES: np.array([_warmup_example(clip_span, crop)], dtype=object)}),
+  ]
+
+
+def write_warmup_requests(path: str, module: export_module.CVRLExportModule) -> int:
+  """Writes TF Serving warm-up records (PredictionLog protos in a TFRecord file) to `path`.
+
+  TF Serving replays them when it loads the version, so the graph is optimised and the kernels initialised
+  before the first real request.
+
+  Returns:
+    The number of requests written.
+  """
+  # pylint: disable=g-import-not-at-top  (only the export needs the serving protos)
+  from tensorflow_serving.apis import predict_pb2
+  from tensorflow_serving.apis import prediction_log_pb2
+  # pylint: enable=g-import-not-at-top
+  requests = warmup_inputs(module)
+  with tf.io.TFRecordWriter(path) as writer:
+    for signature, inputs in requests:
+      request = predict_pb2.PredictRequest()
+      request.model_spec.signature_name = signature
+      for name, array in inputs.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(array))
+      log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+      writer.write(log.SerializeToString())
+  return len(requests)
+
+
+def _new_version(export_dir: str) -> int:
+  version = int(time.time())
+  while tf.io.gfile.exists(os.path.join(export_dir, str(version))):
+    version += 1
+  return version
+
+
+def save_versioned(module: export_module.CVRLExportModule, export_dir: str,
+                   params: Optional[cfg.ExperimentConfig] = None) -> str:
+  """Saves `module` as `<export_dir>/<version>/` with warm-up requests, atomically.
+
+  Everything is written to a hidden temporary folder next to the versions (TF Serving only loads all-digit
+  folder names), then renamed to the version folder in one step: a watcher never sees half a version, and a
+  crash leaves no version folder behind. The rename is atomic on local and POSIX file systems; object stores
+  (gs://) have no atomic folder rename, so export locally and copy the finished folder there.
+
+  Args:
+    module: the export module.
+    export_dir: base folder of the versions.
+    params: experiment config, saved as assets.extra/params.yaml for provenance.
+
+  Returns:
+    The version folder written.
+  """
+  tf.io.gfile.makedirs(export_dir)
+  signatures = module.get_inference_signatures()
+  version = _new_version(export_dir)
+  temporary = os.path.join(export_dir, f'.tmp-{version}-{os.getpid()}')
+  try:
+    tf.saved_model.save(module, temporary, signatures=signatures)
+    extra = os.path.join(temporary, ASSETS_EXTRA)
+    tf.io.gfile.makedirs(extra)
+    write_warmup_requests(os.path.join(extra, WARMUP_FILE), module)
+    if params is not None:
+      hyperparams.save_params_dict_to_yaml(params, os.path.join(extra, PARAMS_FILE))
+    while True:
+      final = os.path.join(export_dir, str(version))
+      try:
+        tf.io.gfile.rename(temporary, final, overwrite=False)
+        return final
+      except tf.errors.AlreadyExistsError:
+        version += 1  # Another export took this version meanwhile.
+  finally:
+    if tf.io.gfile.exists(temporary):
+      tf.io.gfile.rmtree(temporary)
+
+
+def run_export(experiment: str, checkpoint_path: str, export_dir: str,
+               config_files: Optional[Sequence[str]] = None, params_override: Optional[str] = None,
+               num_clips: int = 1) -> str:
+  """Builds the experiment's model, restores the checkpoint and writes a new SavedModel version.
+
+  Returns:
+    The version folder written.
+
+  Raises:
+    UserInputError: on a bad config, a missing or mismatched checkpoint, or num_clips < 1.
+  """
+  if num_clips < 1:
+    raise errors.UserInputError(f'--num_clips must be >= 1, got {num_clips}.')
+  params = load_experiment_config(experiment, config_files, params_override)
+  num_frames, stride, crop_size = clip_geometry(params)
+  model = build_model(params)
+  prefix = restore_checkpoint(model, checkpoint_path)
+  logging.info('Restored %s.', prefix)
+  data = params.task.validation_data
+  module = export_module.CVRLExportModule(
+      params, model, num_frames=num_frames, temporal_stride=stride, crop_size=crop_size, num_clips=num_clips,
+      image_key=data.image_field_key, label_key=data.label_field_key)
+  return save_versioned(module, export_dir, params)
+
+
+def define_flags() -> None:
+  """Defines the command-line flags (called only when run as a script, so importing this module is safe)."""
+  flags.DEFINE_string('experiment', None, 'Registered experiment the checkpoint was trained with.')
+  flags.DEFINE_multi_string(
+      'config_file', None, 'YAML files overriding the experiment, in order (e.g. the run\'s <model_dir>/params.yaml).')
+  flags.DEFINE_string(
+      'params_override', None, 'Final overrides, as in training: "a.b=1,c.d=x" or a YAML/JSON string.')
+  flags.DEFINE_string(
+      'checkpoint_path', None, 'A model_dir (its latest checkpoint is used) or a checkpoint prefix (ckpt-1000).')
+  flags.DEFINE_string(
+      'export_dir', None, 'Base folder of the versioned exports; the new version goes to <export_dir>/<version>.')
+  flags.DEFINE_integer(
+      'num_clips', 1, 'Evenly spaced clips per video that the serve_examples signature samples and averages.')
+  flags.mark_flags_as_required(['experiment', 'checkpoint_path', 'export_dir'])
+
+
+def main(_):
+  try:
+    path = run_export(FLAGS.experiment, FLAGS.checkpoint_path, FLAGS.export_dir, FLAGS.config_file,
+                      FLAGS.params_override, FLAGS.num_clips)
+  except errors.UserInputError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  print(f'Wrote SavedModel {path} (signatures: {", ".join(export_module.DEFAULT_FUNCTION_KEYS.values())}).',
+        flush=True)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
