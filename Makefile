@@ -21,7 +21,7 @@ demo: install
 	$(PY) -m official_cvrl.demo --output_dir=$(DEMO_DIR)
 
 test: install
-	$(PY) -m pytest -n $(PYTEST_WORKERS) tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile tests
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -413,9 +413,9 @@ def video_spec(seed: int, split: str, index: int, class_name: str, num_frames: i
 class _Task:
   split: str
   index: int
-  class_name: str
   video_id: str
   relative_path: str
+  spec: VideoSpec
 
 
 def _video_id(split: str, index: int) -> str:
@@ -427,8 +427,9 @@ def _tasks(params: Dict[str, Any]) -> List[_Task]:
   for split in SPLITS:
     for index, class_name in enumerate(split_labels(params['seed'], split, params[f'num_{split}'])):
       video_id = _video_id(split, index)
-      tasks.append(_Task(split, index, class_name, video_id,
-                         os.path.join(split, class_name, video_id + VIDEO_EXTENSION)))
+      spec = video_spec(params['seed'], split, index, class_name, params['num_frames'], params['frame_size'],
+                        params['min_segments'], params['max_segments'])
+      tasks.append(_Task(split, index, video_id, os.path.join(split, class_name, video_id + VIDEO_EXTENSION), spec))
   return tasks
 
 
@@ -436,9 +437,7 @@ def _render_and_write(args: Tuple[_Task, Dict[str, Any], str]) -> Tuple[str, int
   """Worker: renders one video, encodes it under a temporary name and renames it into place."""
   task, params, output_dir = args
   started = time.perf_counter()
-  spec = video_spec(params['seed'], task.split, task.index, task.class_name, params['num_frames'],
-                    params['frame_size'], params['min_segments'], params['max_segments'])
-  frames = render_video(spec)
+  frames = render_video(task.spec)
   render_seconds = time.perf_counter() - started
   final_path = os.path.join(output_dir, task.relative_path)
   tmp_path = os.path.join(output_dir, _TMP_DIR_NAME, f'{task.video_id}{VIDEO_EXTENSION}.{os.getpid()}')
@@ -461,7 +460,7 @@ def _manifest(params: Dict[str, Any], tasks: Sequence[_Task], complete: bool) ->
     per_class = {name: 0 for name in CLASS_NAMES}
     for task in tasks:
       if task.split == split:
-        per_class[task.class_name] += 1
+        per_class[task.spec.class_name] += 1
     splits[split] = {'num_videos': sum(per_class.values()), 'videos_per_class': per_class}
   return {
       'name': 'cvrl_demo_motion',
@@ -491,7 +490,10 @@ def _manifest(params: Dict[str, Any], tasks: Sequence[_Task], complete: bool) ->
           'Label indices are the positions in "classes" (= sorted class folder names).',
       ],
       'splits': splits,
-      'videos': [{'split': t.split, 'class': t.class_name, 'video_id': t.video_id, 'path': t.relative_path}
+      # Per video: where the look changes, and the speed of each segment (px/frame for move_*, rad/frame for
+      # rotate_*), for analyses such as "do the two clips of a positive pair come from different segments".
+      'videos': [{'split': t.split, 'class': t.spec.class_name, 'video_id': t.video_id, 'path': t.relative_path,
+                  'segment_starts': list(t.spec.segment_starts), 'speeds': [round(v, 6) for v in t.spec.speeds]}
                  for t in tasks],
   }
 

@@ -99,7 +99,7 @@ def convert_videos(output_dir: str, raw_dir: str) -> str:
   records_dir = os.path.join(output_dir, 'tfrecords')
   label_map = os.path.join(records_dir, 'label_map.txt')
   for split in SPLITS:
-    report = os.path.join(records_dir, f'{split}.report.jsonl')
+    report = os.path.join(records_dir, f'report_{split}.jsonl')
     if os.path.exists(report):
       _print(f'\n=== 2. convert {split}: already converted ({report})')
       continue

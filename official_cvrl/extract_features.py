@@ -12,10 +12,10 @@ r"""Embeds videos with an exported CVRL SavedModel: video files or TFRecords in,
       --input_format=tfrecord --output=val_embeddings.npz
 
 Video files are decoded with `data_tools.video_reader` (PyAV) at --fps with their short side resized to the
-model's crop size, centre-cropped, and `--num_clips` evenly spaced clips of the exported clip length and stride
-are taken; TFRecord videos are sampled by `export_module.sample_clips_from_example`, the function the
-`serve_examples` signature runs. The clips of a video go through the `serve_video_clips` signature, which averages
-them into one embedding per video.
+model's crop size and cut to their centre square; `--num_clips` evenly spaced clips of the exported clip length
+and stride are taken. TFRecord videos are sampled by `export_module.sample_clips_from_example`, the function the
+`serve_examples` signature runs. The clips of a video go through the `serve_video_clips` signature, which
+averages them into one embedding per video.
 
 Output (`.npz`, read with `numpy.load`): `video_ids` (str [N]), `labels` (int64 [N], -1 when unknown),
 `class_names` (str, when known), and one float32 [N, D] array per model output (`features`,
@@ -49,7 +49,7 @@ from data_tools import report
 from data_tools import sources
 from data_tools import video_reader
 from official_cvrl.dataloaders import feature_keys
-from official_cvrl.ops import temporal_sampling
+from official_cvrl.ops import multi_view
 from official_cvrl.serving import export_module
 from official_cvrl.utils import errors
 from official_cvrl.utils import input_files
@@ -111,23 +111,15 @@ class Embedder:
     self.temporal_stride = int(self._loaded.temporal_stride.numpy())
     self.crop_size = int(self._loaded.crop_size.numpy())
 
-  @property
-  def clip_span(self) -> int:
-    return (self.num_frames - 1) * self.temporal_stride + 1
-
   def __call__(self, clips: np.ndarray) -> Dict[str, np.ndarray]:
     """uint8 `[videos, num_clips, T, H, W, 3]` -> {output: float32 `[videos, D]`}."""
     outputs = self._signature(clips=tf.constant(clips, tf.uint8))
     return {key: value.numpy() for key, value in outputs.items()}
 
 
-def clip_indices(num_video_frames: int, clip_span: int, num_frames: int, stride: int, num_clips: int) -> np.ndarray:
+def clip_indices(num_video_frames: int, num_frames: int, stride: int, num_clips: int) -> np.ndarray:
   """Frame indices `[num_clips, num_frames]` of evenly spaced clips (the sampling of `serve_examples`)."""
-  starts = temporal_sampling.evenly_spaced_clip_starts(num_video_frames, clip_span, num_clips)
-  return np.stack([
-      temporal_sampling.clip_frame_indices(start, num_frames, stride, num_video_frames).numpy()
-      for start in starts.numpy()
-  ])
+  return multi_view.clips_frame_indices(num_video_frames, num_frames, stride, num_clips).numpy()
 
 
 def center_square(frames: np.ndarray) -> np.ndarray:
@@ -142,9 +134,9 @@ def load_video_clips(record: sources.VideoRecord, label: int, embedder: Embedder
                      short_side: int) -> VideoClips:
   """Decodes a video file and samples its clips.
 
-  Frames are decoded with their short side at `short_side` and centre-cropped to a square, so the clips of all
-  videos have one shape and batch together; the model then resizes them to its crop size (a no-op when
-  `short_side` is the crop size).
+  Frames are decoded with their short side at `short_side` and cut to their centre square, so the clips of all
+  videos have one shape and batch together; the model then resizes them to its crop size (a no-op at the
+  default `short_side`, the crop size).
 
   Raises:
     VideoReadError: when the video cannot be read.
@@ -152,7 +144,7 @@ def load_video_clips(record: sources.VideoRecord, label: int, embedder: Embedder
   frames, _ = video_reader.read_video(record.path, fps=fps, short_side=short_side, start=record.start,
                                       end=record.end)
   frames = center_square(frames)
-  indices = clip_indices(len(frames), embedder.clip_span, embedder.num_frames, embedder.temporal_stride, num_clips)
+  indices = clip_indices(len(frames), embedder.num_frames, embedder.temporal_stride, num_clips)
   return VideoClips(record.video_id, label, frames[indices])
 
 
@@ -447,8 +439,8 @@ def define_flags() -> None:
   flags.DEFINE_integer('num_clips', 1, 'Evenly spaced clips averaged into each video\'s embedding.')
   flags.DEFINE_integer('batch_size', 8, 'Videos per model call (each with --num_clips clips).')
   flags.DEFINE_float(
-      'fps', video_reader.DEFAULT_FPS, 'Video files: decoding frame rate; use the rate the training TFRecords were '
-      'converted at (data_tools.convert --fps) so that the clip stride covers the same time.')
+      'fps', video_reader.DEFAULT_FPS, 'Video files: decoding frame rate (0 keeps each file\'s rate); use the rate '
+      'the training TFRecords were converted at (data_tools.convert --fps) so that a clip spans the same time.')
   flags.DEFINE_integer(
       'short_side', 0, 'Video files: short side the frames are decoded at; 0 = the model\'s crop size.')
   flags.DEFINE_string(

@@ -19,6 +19,10 @@ Conventions:
   - Gaussian blur follows SimCLR: sigma ~ U[0.1, 2.0], kernel of `2 * ((H // 10) // 2) + 1` taps (23 at 224),
     separable; unlike SimCLR's zero padding we pad by reflection, so borders do not darken.
   - The "no TC" ablation (`per_frame=True`, Table 9) draws every parameter per frame instead of per clip.
+  - Clips that skip an augmentation get identity parameters, so the cost does not depend on the probabilities.
+  - Frame height must be static (it sets the blur kernel size).
+  - Randomness is stateless (see `temporal_sampling.stateless_seed`). A seed reproduces the draws on the same
+    kind of device and compilation mode only: XLA and the TF kernels generate different streams from one seed.
 """
 from typing import Dict
 

@@ -1,9 +1,9 @@
 """The tf.Module exported for TF Serving: video clips or TFRecord SequenceExamples in, CVRL embeddings out.
 
 Model Garden's generic video export returns classification logits for one centre clip and crop. CVRL is used for
-its representation, so this module returns the encoder's pooled features, evaluated the way the paper evaluates
-them: frames resized so their short side is the training crop size, the centre square cropped, pixels scaled to
-[0, 1], the model run in inference mode (batch norm with its moving statistics).
+its representation, so this module returns the encoder's pooled features, computed the way the evaluation
+pipeline computes them: the centre square of each frame (side = short side) resized to the crop size, pixels
+scaled to [0, 1], the model run in inference mode (batch norm with its moving statistics).
 
 Signatures (`SIGNATURE_*` below; every input is a batch):
 
@@ -37,7 +37,7 @@ import tf_keras
 from official.core import export_base
 from official_cvrl.dataloaders import feature_keys
 from official_cvrl.dataloaders import video_decoder
-from official_cvrl.ops import temporal_sampling
+from official_cvrl.ops import multi_view
 from official_cvrl.ops import video_augment
 from official_cvrl.utils import errors
 
@@ -99,11 +99,24 @@ def _check_positive_dims(shape: tf.Tensor, first: int, hint: str, name: str) -> 
       [f'Bad {name} input: {hint}; got shape', shape], summarize=8, name=f'check_{name}_not_empty')
 
 
-def resize_and_center_crop(clips: tf.Tensor, crop_size: int) -> tf.Tensor:
-  """Resizes frames (bilinear) so their short side is `crop_size`, then takes the centre square.
+def _checked_clips(clips: tf.Tensor, expected_shape, hint: str) -> tf.Tensor:
+  """Returns `clips` after in-graph checks of its rank and of non-empty dimensions (after the batch).
 
-  The evaluation geometry: the whole short side is kept, the long side is cropped symmetrically. Frames already
-  `crop_size` square pass through unchanged.
+  A signature's input shape is not enforced when it is called (TF Serving and `signatures[...]` check only the
+  dtype), so the rank is checked by an EnsureShape op, which grappler cannot fold away, and empty dimensions by
+  a runtime assertion, both before any op that would fail with a less readable message.
+  """
+  clips = tf.ensure_shape(clips, expected_shape, name=f'expect_{len(expected_shape)}d_clips')
+  check = _check_positive_dims(tf.shape(clips), 1, hint, INPUT_CLIPS)
+  with tf.control_dependencies([check]):
+    return tf.identity(clips)
+
+
+def center_crop_and_resize(clips: tf.Tensor, crop_size: int) -> tf.Tensor:
+  """Takes the centre square of each frame (side = short side) and resizes it (bilinear) to `crop_size`.
+
+  The single-crop view of the evaluation pipeline (`dataloaders.classification_input`, with the same ops), so
+  served features equal those the evaluation computes. Frames already `crop_size` square pass unchanged.
 
   Args:
     clips: uint8 `[batch, T, H, W, 3]`, H and W >= 1.
@@ -112,12 +125,8 @@ def resize_and_center_crop(clips: tf.Tensor, crop_size: int) -> tf.Tensor:
   Returns:
     uint8 `[batch, T, crop_size, crop_size, 3]`.
   """
-  shape = tf.shape(clips)
-  frames = tf.reshape(clips, [-1, shape[2], shape[3], 3])
-  frames = video_augment.resize_short_side(frames, crop_size)
-  window = video_augment.central_crop_window(tf.shape(frames)[1:3], [crop_size, crop_size])
-  frames = frames[:, window[0]:window[0] + crop_size, window[1]:window[1] + crop_size, :]
-  return tf.reshape(frames, [shape[0], shape[1], crop_size, crop_size, 3])
+  window = video_augment.central_crop_window(tf.shape(clips)[2:4])
+  return multi_view.crop_and_resize_views(clips, window[tf.newaxis], crop_size)
 
 
 def _first_label(labels: tf.Tensor) -> tf.Tensor:
@@ -136,9 +145,9 @@ def sample_clips_from_example(serialized: tf.Tensor,
                               label_key: str = feature_keys.LABEL_INDEX_KEY) -> Dict[str, tf.Tensor]:
   """Decodes one SequenceExample into `num_clips` evenly spaced, resized and centre-cropped clips.
 
-  Clip starts come from `temporal_sampling.evenly_spaced_clip_starts` (first clip at frame 0, last one ending at
-  the last frame; one clip = the centre clip); videos shorter than a clip loop. Each distinct frame is decoded
-  once, however many clips use it.
+  The evaluation pipeline's sampling (`ops.multi_view`): clip starts evenly spaced from the first frame to the
+  last possible one (one clip = the centre clip), videos shorter than a clip loop, each distinct frame decoded
+  once however many clips use it.
 
   Args:
     serialized: string scalar, one serialized `tf.train.SequenceExample`.
@@ -156,19 +165,10 @@ def sample_clips_from_example(serialized: tf.Tensor,
   decoded = video_decoder.Decoder(image_key=image_key, label_key=label_key).decode(serialized)
   encoded = decoded[image_key]
   video_id = decoded[feature_keys.VIDEO_ID_KEY]
-  video_length = tf.shape(encoded)[0]
-  clip_span = (num_frames - 1) * temporal_stride + 1
-  starts = temporal_sampling.evenly_spaced_clip_starts(video_length, clip_span, num_clips)
-  indices = tf.stack([
-      temporal_sampling.clip_frame_indices(starts[i], num_frames, temporal_stride, video_length, video_id=video_id)
-      for i in range(num_clips)
-  ])
-  unique_indices, position = tf.unique(tf.reshape(indices, [-1]))
-  frames = tf.map_fn(lambda jpeg: tf.io.decode_jpeg(jpeg, channels=3), tf.gather(encoded, unique_indices),
-                     fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
-  frames = tf.gather(frames, position)
-  clips = resize_and_center_crop(frames[tf.newaxis], crop_size)
-  clips = tf.reshape(clips, [num_clips, num_frames, crop_size, crop_size, 3])
+  indices = multi_view.clips_frame_indices(tf.shape(encoded)[0], num_frames, temporal_stride, num_clips,
+                                           video_id=video_id)
+  clips = center_crop_and_resize(multi_view.decode_frames_once(encoded, indices), crop_size)
+  clips = tf.ensure_shape(clips, [num_clips, num_frames, crop_size, crop_size, 3])
   return {'clips': clips, VIDEO_ID: video_id, LABEL: _first_label(decoded[label_key])}
 
 
@@ -221,16 +221,6 @@ class CVRLExportModule(export_base.ExportModule):
     self.crop_size = tf.Variable(crop_size, dtype=tf.int32, trainable=False, name='crop_size')
     self.num_clips = tf.Variable(num_clips, dtype=tf.int32, trainable=False, name='num_clips')
 
-  @property
-  def output_keys(self):
-    """Names of the per-clip outputs, in a fixed order."""
-    keys = [FEATURES, NORMALIZED_FEATURES]
-    if self._has_projection:
-      keys.append(PROJECTION)
-    if self._has_logits:
-      keys += [LOGITS, PROBABILITIES]
-    return keys
-
   def _embed(self, clips: tf.Tensor) -> Dict[str, tf.Tensor]:
     """uint8 `[N, T, crop, crop, 3]` clips -> per-clip outputs, float32 `[N, D]` each."""
     images = tf.cast(clips, tf.float32) / 255.0
@@ -254,15 +244,6 @@ class CVRLExportModule(export_base.ExportModule):
     averaged[NORMALIZED_FEATURES] = tf.math.l2_normalize(averaged[FEATURES], axis=-1)
     return averaged
 
-  def _checked_clips(self, clips: tf.Tensor, expected_shape, hint: str) -> tf.Tensor:
-    # A signature's input shape is not enforced when it is called (TF Serving and `signatures[...]` only check
-    # the dtype), so the rank is checked by an EnsureShape op, which grappler cannot fold away, and empty
-    # dimensions by a runtime assertion, both before any op that would fail with a less readable message.
-    clips = tf.ensure_shape(clips, expected_shape, name=f'expect_{len(expected_shape)}d_clips')
-    check = _check_positive_dims(tf.shape(clips), 1, hint, INPUT_CLIPS)
-    with tf.control_dependencies([check]):
-      return tf.identity(clips)
-
   @tf.function
   def serve(self, clips: tf.Tensor) -> Dict[str, tf.Tensor]:
     """Embeds each clip.
@@ -273,8 +254,8 @@ class CVRLExportModule(export_base.ExportModule):
     Returns:
       Per-clip outputs (see the module docstring), float32 `[batch, D]` each.
     """
-    clips = self._checked_clips(clips, _CLIPS_SHAPE, _CLIPS_HINT)
-    return self._embed(resize_and_center_crop(clips, self._crop_size))
+    clips = _checked_clips(clips, _CLIPS_SHAPE, _CLIPS_HINT)
+    return self._embed(center_crop_and_resize(clips, self._crop_size))
 
   @tf.function
   def serve_video_clips(self, clips: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -286,10 +267,10 @@ class CVRLExportModule(export_base.ExportModule):
     Returns:
       Per-video outputs, float32 `[batch, D]` each.
     """
-    clips = self._checked_clips(clips, _VIDEO_CLIPS_SHAPE, _VIDEO_CLIPS_HINT)
+    clips = _checked_clips(clips, _VIDEO_CLIPS_SHAPE, _VIDEO_CLIPS_HINT)
     shape = tf.shape(clips)
     flat = tf.reshape(clips, tf.concat([[-1], shape[2:]], axis=0))
-    outputs = self._embed(resize_and_center_crop(flat, self._crop_size))
+    outputs = self._embed(center_crop_and_resize(flat, self._crop_size))
     return self._average_clips(outputs, shape[0])
 
   @tf.function

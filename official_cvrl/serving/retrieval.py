@@ -121,11 +121,18 @@ def neighbour_class_agreement(embeddings: np.ndarray, labels: np.ndarray, k: int
                          precision_at_1=float(same[:, 0].mean()), chance=float(chance))
 
 
-def _load(path: str, key: str):
+def load_embeddings(path: str, key: str = 'normalized_features'):
+  """Reads (embeddings `[N, D]`, labels `[N]`) from an .npz written by `extract_features`.
+
+  Raises:
+    ValueError: when the file lacks the arrays.
+  """
   with np.load(path) as data:
-    if key not in data:
-      raise ValueError(f'{path} has no "{key}" array (it has {sorted(data.files)}); pick one with --key.')
-    return data[key], data['labels'], (list(data['class_names']) if 'class_names' in data else None)
+    for name in (key, 'labels'):
+      if name not in data:
+        raise ValueError(f'{path} has no "{name}" array (it has {sorted(data.files)}); write it with '
+                         '`python -m official_cvrl.extract_features` or pick an array with --key.')
+    return data[key], data['labels']
 
 
 def define_flags() -> None:
@@ -141,10 +148,10 @@ def define_flags() -> None:
 
 def main(_):
   try:
-    embeddings, labels, _ = _load(FLAGS.embeddings, FLAGS.key)
+    embeddings, labels = load_embeddings(FLAGS.embeddings, FLAGS.key)
     database, database_labels = None, None
     if FLAGS.database:
-      database, database_labels, _ = _load(FLAGS.database, FLAGS.key)
+      database, database_labels = load_embeddings(FLAGS.database, FLAGS.key)
     result = neighbour_class_agreement(embeddings, labels, FLAGS.k, database, database_labels)
   except (ValueError, OSError) as e:
     print(f'error: {e}', file=sys.stderr)

@@ -1,7 +1,6 @@
 """Tests of the batched, temporally consistent colour augmentation against a float64 NumPy/colorsys reference."""
 import colorsys
 
-from absl.testing import parameterized
 import numpy as np
 from scipy import stats
 import tensorflow as tf
@@ -117,7 +116,7 @@ class SampleColorParamsTest(tf.test.TestCase):
     self.assertBetween(float(tf.reduce_max(tf.abs(params['hue']))), 0.0, 0.1)
 
 
-class AugmentClipsTest(tf.test.TestCase, parameterized.TestCase):
+class AugmentClipsTest(tf.test.TestCase):
 
   def _static_clips(self):
     """Clips whose frames are identical copies: a temporally consistent augmentation keeps them identical."""

@@ -7,6 +7,7 @@ clips. Its checkpoint is written the way Model Garden's trainer writes one (`Che
 randomised first so that inference-mode batch norm and the restore both matter. The reference for every output is
 that Keras model, called on clips preprocessed by the test itself.
 """
+import atexit
 import contextlib
 import functools
 import io
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 
 import av
 import numpy as np
@@ -44,9 +46,48 @@ def _randomize_batch_norm(model, seed: int = 0) -> None:
       variable.assign(rng.uniform(0.5, 2.0, variable.shape).astype(np.float32))
 
 
+_FRESH_PROCESS_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    loaded = tf.saved_model.load(sys.argv[1])
+    results = {}
+    for name in ('square', 'wide'):
+      clips = np.load(f'{sys.argv[2]}/{name}.npy')
+      for key, value in loaded.signatures['serving_default'](clips=tf.constant(clips)).items():
+        results[f'{name}/{key}'] = value.numpy()
+    results['modules'] = np.array(sorted(m for m in sys.modules
+                                         if m.split('.')[0] in ('official_cvrl', 'official', 'data_tools')))
+    np.savez(f'{sys.argv[2]}/fresh.npz', **results)
+    """)
+
+
+class _Background:
+  """A subprocess started early, so it runs while the in-process tests do; `result()` waits for it."""
+
+  def __init__(self, command, **kwargs):
+    self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    self._output = None
+    atexit.register(self._stop)  # When a test filter skipped the test that waits for it.
+
+  def _stop(self) -> None:
+    if self._process.poll() is None:
+      self._process.kill()
+      self._process.wait()
+
+  def result(self) -> str:
+    if self._output is None:
+      stdout, stderr = self._process.communicate(timeout=600)
+      if self._process.returncode:
+        raise AssertionError(f'{self._process.args[:3]} failed ({self._process.returncode}):\n{stderr[-3000:]}')
+      self._output = stdout
+    return self._output
+
+
 @functools.lru_cache(maxsize=None)
 def _shared_export():
-  """Builds the reference model, writes its checkpoint and exports it once per test process."""
+  """Builds the reference model, writes its checkpoint and exports it once per test process, then starts the
+  subprocess checks (fresh Python process, saved_model_cli show / run) in the background."""
   root = os.path.join(tf.compat.v1.test.get_temp_dir(), 'shared_export')
   params = export_saved_model.load_experiment_config(_EXPERIMENT, None, _OVERRIDE)
   model = task_factory.get_task(params.task).build_model()
@@ -54,7 +95,25 @@ def _shared_export():
   tf.train.Checkpoint(model=model, **model.checkpoint_items).save(os.path.join(root, 'model_dir', 'ckpt'))
   path = export_saved_model.run_export(_EXPERIMENT, os.path.join(root, 'model_dir'), os.path.join(root, 'export'),
                                        params_override=_OVERRIDE, num_clips=_NUM_CLIPS)
-  return root, model, path, tf.saved_model.load(path)
+  work = os.path.join(root, 'subprocesses')
+  os.makedirs(work)
+  inputs = {'square': _random_clips([2, _NUM_FRAMES, 32, 32, 3], seed=1),
+            'wide': _random_clips([1, _NUM_FRAMES, 40, 56, 3], seed=2),
+            'cli': _random_clips([1, _NUM_FRAMES, 36, 32, 3], seed=3)}
+  for name, clips in inputs.items():
+    np.save(os.path.join(work, f'{name}.npy'), clips)
+  # No PYTHONPATH and another working directory: the fresh process cannot import this repository.
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  env['TF_CPP_MIN_LOG_LEVEL'] = '2'
+  cli = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
+  background = {
+      'fresh': _Background([sys.executable, '-c', _FRESH_PROCESS_SCRIPT, path, work], cwd=work, env=env),
+      'show': _Background([cli, 'show', '--dir', path, '--all'], env=env),
+      'run': _Background([cli, 'run', '--dir', path, '--tag_set', 'serve', '--signature_def', 'serving_default',
+                          '--inputs', f'clips={work}/cli.npy', '--outdir', os.path.join(work, 'cli_out')], env=env),
+  }
+  return types.SimpleNamespace(root=root, model=model, path=path, loaded=tf.saved_model.load(path), work=work,
+                               inputs=inputs, background=background)
 
 
 def _random_clips(shape, seed: int) -> np.ndarray:
@@ -62,17 +121,15 @@ def _random_clips(shape, seed: int) -> np.ndarray:
 
 
 def _reference_preprocess(clips: np.ndarray) -> np.ndarray:
-  """uint8 [B, T, H, W, 3] -> float32 [B, T, 32, 32, 3] in [0, 1]: short side to 32 (bilinear, rounded half
-  up to uint8), centre square, divided by 255."""
+  """uint8 [B, T, H, W, 3] -> float32 [B, T, 32, 32, 3] in [0, 1]: the centre square of the short side, resized
+  to 32 (bilinear, rounded half up to uint8), divided by 255."""
   batch, frames, height, width, _ = clips.shape
-  scale = _CROP / min(height, width)
-  size = [max(int(round(height * scale)), _CROP), max(int(round(width * scale)), _CROP)]
-  flat = clips.reshape([-1, height, width, 3])
+  side = min(height, width)
+  top, left = (height - side) // 2, (width - side) // 2
+  square = clips[:, :, top:top + side, left:left + side].reshape([-1, side, side, 3])
   # float32 like the op under test, so that values at .5 round the same way.
-  resized = np.floor(tf.image.resize(flat, size).numpy() + np.float32(0.5)).astype(np.uint8)
-  top, left = (size[0] - _CROP) // 2, (size[1] - _CROP) // 2
-  cropped = resized[:, top:top + _CROP, left:left + _CROP]
-  return (cropped.reshape([batch, frames, _CROP, _CROP, 3]) / 255.0).astype(np.float32)
+  resized = np.floor(tf.image.resize(square, [_CROP, _CROP]).numpy() + np.float32(0.5)).astype(np.uint8)
+  return (resized.reshape([batch, frames, _CROP, _CROP, 3]) / 255.0).astype(np.float32)
 
 
 def _reference_outputs(model, clips: np.ndarray) -> dict:
@@ -128,7 +185,8 @@ class ExportTest(tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.root, cls.model, cls.path, cls.loaded = _shared_export()
+    cls.shared = _shared_export()
+    cls.root, cls.model, cls.path, cls.loaded = cls.shared.root, cls.shared.model, cls.shared.path, cls.shared.loaded
 
   def test_versioned_layout_with_warmup_and_config(self):
     export_dir = os.path.dirname(self.path)
@@ -149,55 +207,33 @@ class ExportTest(tf.test.TestCase):
     self.assertFalse(os.path.exists(os.path.join(export_dir, str(version))))
 
   def test_fresh_process_without_our_package_matches_keras(self):
-    square = _random_clips([2, _NUM_FRAMES, 32, 32, 3], seed=1)
-    wide = _random_clips([1, _NUM_FRAMES, 40, 56, 3], seed=2)
-    work = self.get_temp_dir()
-    np.save(os.path.join(work, 'square.npy'), square)
-    np.save(os.path.join(work, 'wide.npy'), wide)
-    script = textwrap.dedent("""
-        import sys
-        import numpy as np
-        import tensorflow as tf
-        loaded = tf.saved_model.load(sys.argv[1])
-        results = {}
-        for name in ('square', 'wide'):
-          clips = np.load(f'{sys.argv[2]}/{name}.npy')
-          for key, value in loaded.signatures['serving_default'](clips=tf.constant(clips)).items():
-            results[f'{name}/{key}'] = value.numpy()
-        results['modules'] = np.array(sorted(m for m in sys.modules
-                                             if m.split('.')[0] in ('official_cvrl', 'official', 'data_tools')))
-        np.savez(f'{sys.argv[2]}/fresh.npz', **results)
-        """)
-    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
-    env['TF_CPP_MIN_LOG_LEVEL'] = '2'
-    subprocess.run([sys.executable, '-c', script, self.path, work], check=True, cwd=work, env=env,
-                   capture_output=True, timeout=300)
-    fresh = np.load(os.path.join(work, 'fresh.npz'))
+    self.shared.background['fresh'].result()
+    fresh = np.load(os.path.join(self.shared.work, 'fresh.npz'))
     self.assertEmpty(fresh['modules'].tolist())
-    for name, clips in (('square', square), ('wide', wide)):
+    for name in ('square', 'wide'):
+      clips = self.shared.inputs[name]
       reference = _reference_outputs(self.model, clips)
       self.assertEqual(fresh[f'{name}/features'].shape, (len(clips), 128))  # 512 * 0.25 channels.
       for key in ('features', 'normalized_features', 'projection'):
         self.assertAllClose(fresh[f'{name}/{key}'], reference[key], atol=_TOLERANCE, rtol=0, msg=f'{name}/{key}')
 
-  def test_saved_model_cli_show_and_run(self):
-    cli = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
-    shown = subprocess.run([cli, 'show', '--dir', self.path, '--all'], check=True, capture_output=True,
-                           text=True, timeout=300).stdout
+  def test_saved_model_cli_show_lists_signatures(self):
+    shown = self.shared.background['show'].result()
     for signature in ('serving_default', 'serve_video_clips', 'serve_examples'):
       self.assertIn(f"signature_def['{signature}']", shown)
     self.assertIn("inputs['clips'] tensor_info:\n        dtype: DT_UINT8\n        shape: (-1, -1, -1, -1, 3)", shown)
+    self.assertIn("inputs['clips'] tensor_info:\n        dtype: DT_UINT8\n        shape: (-1, -1, -1, -1, -1, 3)",
+                  shown)
     self.assertIn("inputs['examples'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)", shown)
-    clips = _random_clips([1, _NUM_FRAMES, 36, 32, 3], seed=3)
-    work = self.get_temp_dir()
-    np.save(os.path.join(work, 'clips.npy'), clips)
-    out_dir = os.path.join(work, 'cli_out')
-    subprocess.run([cli, 'run', '--dir', self.path, '--tag_set', 'serve', '--signature_def', 'serving_default',
-                    '--inputs', f'clips={work}/clips.npy', '--outdir', out_dir], check=True, capture_output=True,
-                   timeout=300)
-    reference = _reference_outputs(self.model, clips)
+    for output in ('features', 'normalized_features', 'projection', 'video_id', 'label'):
+      self.assertIn(f"outputs['{output}']", shown)
+
+  def test_saved_model_cli_run_matches_keras(self):
+    self.shared.background['run'].result()
+    reference = _reference_outputs(self.model, self.shared.inputs['cli'])
     for key in ('features', 'normalized_features', 'projection'):
-      self.assertAllClose(np.load(os.path.join(out_dir, f'{key}.npy')), reference[key], atol=_TOLERANCE, rtol=0)
+      self.assertAllClose(np.load(os.path.join(self.shared.work, 'cli_out', f'{key}.npy')), reference[key],
+                          atol=_TOLERANCE, rtol=0)
 
   def test_warmup_requests_parse_and_run(self):
     from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=g-import-not-at-top
@@ -261,7 +297,8 @@ class ExportErrorsTest(tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.root, cls.model, cls.path, _ = _shared_export()
+    shared = _shared_export()
+    cls.root, cls.model, cls.path = shared.root, shared.model, shared.path
 
   def test_missing_checkpoint(self):
     empty = self.get_temp_dir()
@@ -300,9 +337,9 @@ class ClassifierModuleTest(tf.test.TestCase):
                                    config, num_classes=5)
     _randomize_batch_norm(model, seed=1)
     module = export_module.CVRLExportModule(None, model, _NUM_FRAMES, _STRIDE, _CROP)
-    self.assertEqual(module.output_keys, ['features', 'normalized_features', 'logits', 'probabilities'])
     clips = _random_clips([2, _NUM_FRAMES, 32, 40, 3], seed=8)
     outputs = module.serve(tf.constant(clips))
+    self.assertCountEqual(outputs, ['features', 'normalized_features', 'logits', 'probabilities'])
     images = _reference_preprocess(clips)
     logits = model(images, training=False).numpy().astype(np.float64)
     pooled = model.backbone(images, training=False)['5'].numpy().astype(np.float64).mean(axis=(1, 2, 3))
@@ -318,7 +355,8 @@ class ExtractFeaturesTest(tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.root, cls.model, cls.path, cls.loaded = _shared_export()
+    cls.shared = _shared_export()
+    cls.root, cls.model, cls.path, cls.loaded = cls.shared.root, cls.shared.model, cls.shared.path, cls.shared.loaded
 
   def _run(self, **kwargs):
     stderr = io.StringIO()
@@ -359,26 +397,34 @@ class ExtractFeaturesTest(tf.test.TestCase):
       self.assertAllClose(result['features'][i], reference['features'].mean(axis=0), atol=_TOLERANCE, rtol=0)
 
   def test_tfrecords_match_examples_signature_and_skip_bad_records(self):
-    videos = [_textured_frames(10, 36, 36, seed=12), _textured_frames(8, 32, 48, seed=13)]
-    good = [_sequence_example(videos[0], 'v0', 1), _sequence_example(videos[1], 'v1', 2)]
+    videos = [_textured_frames(10, 36, 36, seed=12), _textured_frames(8, 32, 48, seed=13),
+              _textured_frames(6, 32, 32, seed=14)]
+    good = [_sequence_example(frames, f'v{i}', i + 1) for i, frames in enumerate(videos)]
     bad = tf.train.SequenceExample(
         context=tf.train.Features(feature={feature_keys.VIDEO_ID_KEY: tf.train.Feature(
             bytes_list=tf.train.BytesList(value=[b'bad_jpeg']))}),
         feature_lists=tf.train.FeatureLists(feature_list={feature_keys.IMAGE_KEY: tf.train.FeatureList(
             feature=[tf.train.Feature(bytes_list=tf.train.BytesList(value=[b'not a jpeg']))])})).SerializeToString()
-    path = os.path.join(self.get_temp_dir(), 'val-00000-of-00001.tfrecord')
-    with tf.io.TFRecordWriter(path) as writer:
+    first, second = (os.path.join(self.get_temp_dir(), f'val-0000{i}-of-00002.tfrecord') for i in range(2))
+    with tf.io.TFRecordWriter(first) as writer:
       for record in (good[0], bad, good[1]):
         writer.write(record)
+    with tf.io.TFRecordWriter(second) as writer:
+      for record in (good[2], good[0]):
+        writer.write(record)
+    with open(second, 'r+b') as f:  # Truncate the second file inside its last record.
+      f.truncate(os.path.getsize(second) - 20)
     output = os.path.join(self.get_temp_dir(), 'val.tfrecord')
-    count, log = self._run(input_path=path, output=output, input_format='tfrecord', num_clips=_NUM_CLIPS,
-                           batch_size=3)
-    self.assertEqual(count, 2)
+    count, log = self._run(input_path=os.path.join(self.get_temp_dir(), 'val-*.tfrecord'), output=output,
+                           input_format='tfrecord', num_clips=_NUM_CLIPS, batch_size=3)
+    self.assertEqual(count, 3)
     self.assertRegex(log, r'failed: bad_jpeg: unreadable: ')
+    self.assertRegex(log, r'failed: .*val-00001-of-00002\.tfrecord#1: unreadable: .*corrupt TFRecord file after 1 '
+                          r'records')
     expected = self.loaded.signatures['serve_examples'](examples=tf.constant(good))
     rows = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(output)]
-    self.assertEqual([r.features.feature['video_id'].bytes_list.value[0] for r in rows], [b'v0', b'v1'])
-    self.assertEqual([r.features.feature['label'].int64_list.value[0] for r in rows], [1, 2])
+    self.assertEqual([r.features.feature['video_id'].bytes_list.value[0] for r in rows], [b'v0', b'v1', b'v2'])
+    self.assertEqual([r.features.feature['label'].int64_list.value[0] for r in rows], [1, 2, 3])
     for i, row in enumerate(rows):
       self.assertAllClose(row.features.feature['features'].float_list.value, expected['features'][i],
                           atol=_TOLERANCE, rtol=0)
