@@ -18,7 +18,6 @@ Usage:
   python -m data_tools.calibrate_demo --data_dir=/tmp/cvrl_demo_videos --train_seconds=120
 """
 import json
-import multiprocessing
 import os
 import time
 from typing import Dict, List, Sequence, Tuple
@@ -68,14 +67,12 @@ def list_split(data_dir: str, split: str) -> Tuple[List[str], np.ndarray, List[s
   return paths, np.asarray(labels, np.int32), class_names
 
 
-def load_split(data_dir: str, split: str, num_workers: int) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+def load_split(data_dir: str, split: str) -> Tuple[np.ndarray, np.ndarray, List[str]]:
   """Decodes a whole split into memory: uint8 videos [N, T, H, W, 3], int32 labels [N], class names."""
   paths, labels, class_names = list_split(data_dir, split)
-  if num_workers > 1:
-    with multiprocessing.get_context('spawn').Pool(num_workers) as pool:
-      videos = pool.map(demo_dataset.decode_video, paths, chunksize=32)
-  else:
-    videos = [demo_dataset.decode_video(p) for p in paths]
+  # In this process: ~7 ms per default-size video. Worker processes would each re-import this module and with it
+  # TensorFlow (spawn), or fork a process that has TensorFlow loaded; neither is faster at this size.
+  videos = [demo_dataset.decode_video(p) for p in paths]
   shapes = {v.shape for v in videos}
   if len(shapes) != 1:
     raise errors.UserInputError(f'Videos under {data_dir}/{split} differ in shape ({sorted(shapes)}); the '
@@ -217,7 +214,6 @@ def define_flags() -> None:
   flags.DEFINE_float('learning_rate', 2e-3, 'Adam learning rate.')
   flags.DEFINE_integer('num_eval_clips', 3, 'Clips per test video, evenly spaced; logits averaged.')
   flags.DEFINE_integer('seed', 0, 'Seed of weights and clip sampling.')
-  flags.DEFINE_integer('num_workers', None, 'Decoding processes; default: the number of CPUs.')
   flags.DEFINE_string('output_json', None, 'Optional file to write the results to.')
 
 
@@ -227,10 +223,9 @@ def main(argv: Sequence[str]) -> None:
   if not f.data_dir:
     raise app.UsageError('--data_dir is required.')
   try:
-    num_workers = f.num_workers or os.cpu_count() or 1
     started = time.perf_counter()
-    train_videos, train_labels, class_names = load_split(f.data_dir, f.train_split, num_workers)
-    test_videos, test_labels, test_class_names = load_split(f.data_dir, f.test_split, num_workers)
+    train_videos, train_labels, class_names = load_split(f.data_dir, f.train_split)
+    test_videos, test_labels, test_class_names = load_split(f.data_dir, f.test_split)
     if class_names != test_class_names:
       raise errors.UserInputError(f'Class folders of {f.train_split} and {f.test_split} under {f.data_dir} differ: '
                                   f'{class_names} vs {test_class_names}.')

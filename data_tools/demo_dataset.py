@@ -567,6 +567,8 @@ def generate_dataset(output_dir: str, num_train: int = 2000, num_val: int = 400,
   _write_json_atomically(os.path.join(output_dir, MANIFEST_NAME), _manifest(params, tasks, complete=False))
 
   todo = [t for t in tasks if not os.path.exists(os.path.join(output_dir, t.relative_path))]
+  logging.info('Generating %d demo videos (%d x %dx%d frames at %d fps) into %s.', len(tasks), num_frames,
+               frame_size, frame_size, fps, output_dir)
   if len(todo) < len(tasks):
     logging.info('Resuming: %d of %d videos already in %s.', len(tasks) - len(todo), len(tasks), output_dir)
   num_workers = num_workers or os.cpu_count() or 1

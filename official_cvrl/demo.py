@@ -38,8 +38,9 @@ FLAGS = flags.FLAGS
 
 SPLITS = ('train', 'val', 'test')
 # Lines of the subprocess logs worth showing as progress (Orbit's train/eval summaries, tools' progress lines).
-_PROGRESS = re.compile(r'(train \| step|eval \| step|videos? .*(/s|ETA)|rendered|converted|\bdone\b|export|'
-                       r'Wrote|error:)', re.IGNORECASE)
+_PROGRESS = re.compile(r'(train \| step|eval \| step|videos? .*(/s|ETA)|rendered|converted|\bdone\b|'
+                       r'Exported|SavedModel|Wrote|^error:)', re.IGNORECASE)
+_NOISE = re.compile(r'cuInit|cuda|TensorRT|oneDNN')
 
 
 def _print(message: str) -> None:
@@ -52,14 +53,17 @@ def run_stage(name: str, command: Sequence[str], log_path: str) -> None:
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   start = time.time()
   tail: List[str] = []
+  last_shown = None
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONUNBUFFERED='1')
   with open(log_path, 'a') as log, subprocess.Popen(
       command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as process:
     for line in process.stdout:
       log.write(line)
       tail = (tail + [line.rstrip()])[-25:]
-      if _PROGRESS.search(line):
-        _print('    ' + _shorten(line.strip()))
+      shown = _shorten(line.strip())
+      if _PROGRESS.search(shown) and not _NOISE.search(shown) and shown != last_shown:
+        _print('    ' + shown)
+        last_shown = shown  # absl and Python logging may both echo the same line.
     code = process.wait()
   if code != 0:
     _print('\n'.join(['    | ' + l for l in tail]))

@@ -190,14 +190,20 @@ def write_results(results: Sequence[SplitResult], model_dir_root: str) -> str:
   return path
 
 
-flags.DEFINE_string('experiment', None, 'A UCF-101 / HMDB-51 experiment, e.g. cvrl_finetune_ucf101.')
-flags.DEFINE_multi_string('config_file', [], 'YAML files applied in order (as for official_cvrl.train).')
-flags.DEFINE_string('params_override', '', 'Overrides applied last (as for official_cvrl.train); not dataset_split.')
-flags.DEFINE_string('model_dir_root', None, 'Each split trains in <model_dir_root>/split<N>.')
-flags.DEFINE_list('splits', ['1', '2', '3'], 'Official splits to run.')
-flags.DEFINE_bool('skip_training', False, 'Only collect the results of finished (or running) splits.')
-flags.DEFINE_integer('seed', None, 'Passed to official_cvrl.train --seed.')
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Defines the command-line flags (not at import, so importing this module next to train.py is safe)."""
+  flags.DEFINE_string('experiment', None, 'A UCF-101 / HMDB-51 experiment, e.g. cvrl_finetune_ucf101.')
+  flags.DEFINE_multi_string('config_file', [], 'YAML files applied in order (as for official_cvrl.train).')
+  flags.DEFINE_string('params_override', '', 'Overrides applied last (as for official_cvrl.train); not '
+                      'task.dataset_split.')
+  flags.DEFINE_string('model_dir_root', None, 'Each split trains in <model_dir_root>/split<N>.')
+  flags.DEFINE_list('splits', ['1', '2', '3'], 'Official splits to run.')
+  flags.DEFINE_bool('skip_training', False, 'Only collect the results of finished (or running) splits.')
+  flags.DEFINE_integer('seed', None, 'Passed to official_cvrl.train --seed.')
+  flags.mark_flags_as_required(['experiment', 'model_dir_root'])
 
 
 def main(argv):
@@ -218,5 +224,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['experiment', 'model_dir_root'])
+  define_flags()
   app.run(main)

@@ -6,6 +6,7 @@ run a MirroredStrategy across two replicas on a CPU-only machine. Single-device 
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')  # See official_cvrl/__init__.py.
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 

@@ -155,7 +155,7 @@ def _adjust_saturation_hue(videos, saturation_factor, hue_delta):
   return tf.image.hsv_to_rgb(tf.stack([hue, saturation, value], axis=-1))
 
 
-def _color_jitter(videos: tf.Tensor, params: Dict[str, tf.Tensor]) -> tf.Tensor:
+def _color_jitter(videos: tf.Tensor, params: Dict[str, tf.Tensor], random_order: bool = True) -> tf.Tensor:
   """Applies the four jitter transforms in each clip's order.
 
   At step i every clip applies the transform whose `jitter_step` is i; the other three transforms get identity
@@ -163,6 +163,11 @@ def _color_jitter(videos: tf.Tensor, params: Dict[str, tf.Tensor]) -> tf.Tensor:
   brightness, contrast, saturation, hue.
   """
   step_of_op = params['jitter_step']
+  if not random_order:
+    # Fixed order (brightness, contrast, saturation, hue): one pass and one HSV round trip, 4x cheaper.
+    videos = tf.clip_by_value(_adjust_brightness(videos, params['brightness']), 0.0, 1.0)
+    videos = tf.clip_by_value(_adjust_contrast(videos, params['contrast']), 0.0, 1.0)
+    return tf.clip_by_value(_adjust_saturation_hue(videos, params['saturation'], params['hue']), 0.0, 1.0)
   for step in range(_NUM_JITTER_OPS):
     def chosen(op, values, identity, step=step):
       return tf.where(tf.equal(step_of_op[:, op], step), values, identity)
@@ -226,17 +231,19 @@ def _gaussian_blur(videos: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
   return tf.transpose(stacked, [3, 0, 1, 2, 4])
 
 
-def apply_color_params(videos: tf.Tensor, params: Dict[str, tf.Tensor]) -> tf.Tensor:
+def apply_color_params(videos: tf.Tensor, params: Dict[str, tf.Tensor], random_order: bool = True) -> tf.Tensor:
   """Applies colour jitter, greyscale and blur with given per-clip parameters (see `sample_color_params`).
 
   Args:
     videos: float32 `[N, T, H, W, 3]` in [0, 1].
     params: dict of per-clip parameters with leading dimension N.
+    random_order: False applies the jitter in the fixed order brightness, contrast, saturation, hue in one pass
+      (ignoring `jitter_step`), which is 4x cheaper than the per-clip random order.
 
   Returns:
     float32 `[N, T, H, W, 3]` in [0, 1].
   """
-  videos = _color_jitter(videos, params)
+  videos = _color_jitter(videos, params, random_order)
   videos = _grayscale(videos, params['grayscale'])
   videos = _gaussian_blur(videos, params['blur_sigma'])
   return tf.clip_by_value(videos, 0.0, 1.0)
@@ -281,5 +288,5 @@ def augment_clips(videos: tf.Tensor,
       blur_probability=blur_probability,
       jitter_random_order=jitter_random_order,
       seed=seed)
-  videos = apply_color_params(videos, params)
+  videos = apply_color_params(videos, params, random_order=jitter_random_order)
   return tf.ensure_shape(tf.reshape(videos, shape), static_shape)

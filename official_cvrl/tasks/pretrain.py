@@ -66,6 +66,12 @@ def assert_finite_loss(loss: tf.Tensor) -> tf.Tensor:
 class CVRLPretrainTask(base_task.Task):
   """Contrastive pretraining of an R3D backbone with temporal interval sampling and TC augmentation."""
 
+  def __init__(self, params: cvrl_cfg.CVRLPretrainTask, logging_dir: Optional[str] = None, name: Optional[str] = None):
+    # Model Garden validates only an experiment's restrictions; the task config's own checks run here, so every
+    # entry point (driver, export, tests) rejects a bad combination before building anything.
+    params.validate()
+    super().__init__(params, logging_dir=logging_dir, name=name)
+
   def build_model(self) -> tf_keras.Model:
     model_config = self.task_config.model
     feature_shape = self.task_config.train_data.feature_shape
@@ -117,6 +123,7 @@ class CVRLPretrainTask(base_task.Task):
         images,
         color_jitter_probability=spatial.color_jitter_probability,
         color_jitter_strength=spatial.color_jitter_strength,
+        jitter_random_order=spatial.color_jitter_random_order,
         grayscale_probability=spatial.grayscale_probability,
         blur_probability=spatial.blur_probability,
         per_frame=not spatial.temporally_consistent)

@@ -247,7 +247,7 @@ class CalibrateDemoTest(tf.test.TestCase):
   def test_loads_split_and_runs(self):
     output_dir = os.path.join(self.get_temp_dir(), 'calibrate')
     demo_dataset.generate_dataset(output_dir, **_TINY)
-    videos, labels, class_names = calibrate_demo.load_split(output_dir, 'train', num_workers=1)
+    videos, labels, class_names = calibrate_demo.load_split(output_dir, 'train')
     self.assertEqual(class_names, list(demo_dataset.CLASS_NAMES))
     self.assertEqual(videos.shape, (8, 8, 32, 32, 3))
     self.assertAllEqual(sorted(labels), list(range(8)))
@@ -257,7 +257,7 @@ class CalibrateDemoTest(tf.test.TestCase):
     self.assertEqual(np.sum(result['confusion']), 8)
     self.assertEqual(result['chance'], 0.125)
     with self.assertRaisesRegex(errors.UserInputError, 'does not exist'):
-      calibrate_demo.load_split(output_dir, 'missing_split', num_workers=1)
+      calibrate_demo.load_split(output_dir, 'missing_split')
 
 
 if __name__ == '__main__':

@@ -1,0 +1,1 @@
+"""Evaluators of the downstream tasks (AVA frame-level mAP)."""
