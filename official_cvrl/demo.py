@@ -74,7 +74,7 @@ def run_stage(name: str, command: Sequence[str], log_path: str) -> None:
 
 
 def _shorten(line: str, width: int = 150) -> str:
-  line = re.sub(r'^[IWE]\d{4} [\d:.]+\s+\d+ \S+\] ', '', line)  # absl's log prefix.
+  line = re.sub(r'^[IWE]\d{4} [\d:.]+\s+\d+ \S+\]', '', line).strip()  # absl's log prefix.
   return line if len(line) <= width else line[:width - 3] + '...'
 
 
@@ -89,7 +89,7 @@ def _optional_flags(**values: Optional[int]) -> List[str]:
 def generate_videos(output_dir: str) -> str:
   raw_dir = os.path.join(output_dir, 'raw_videos')
   manifest = os.path.join(raw_dir, 'manifest.json')
-  if os.path.exists(manifest) and json.load(open(manifest)).get('complete'):
+  if os.path.exists(manifest) and json.load(open(manifest)).get('status') == 'complete':
     _print(f'\n=== 1. demo videos: already complete in {raw_dir}')
     return raw_dir
   run_stage('1. render demo videos', _python(
@@ -162,7 +162,8 @@ def read_scalars(event_dir: str) -> Dict[str, List[tuple]]:
   for name in sorted(tf.io.gfile.listdir(event_dir)):
     if 'tfevents' not in name:
       continue
-    for event in tf.compat.v1.train.summary_iterator(os.path.join(event_dir, name)):
+    for record in tf.data.TFRecordDataset(os.path.join(event_dir, name)):
+      event = tf.compat.v1.Event.FromString(record.numpy())
       for value in event.summary.value:
         number = value.simple_value if value.HasField('simple_value') else float(tf.make_ndarray(value.tensor))
         scalars.setdefault(value.tag, {})[event.step] = number

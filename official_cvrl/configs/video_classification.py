@@ -31,7 +31,6 @@ Settings the paper leaves open, and our choice:
   warm-up").
 """
 import dataclasses
-import math
 import string
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -87,11 +86,6 @@ class DataConfig(cfg.DataConfig):
   num_test_crops: int = 1
   shuffle_buffer_size: int = 1024
   drop_remainder: bool = True
-
-  @property
-  def num_views(self) -> int:
-    """Views per video in an evaluation batch (1 in training)."""
-    return 1 if self.is_training else self.num_test_clips * self.num_test_crops
 
   def validate(self, key: str = 'data'):
     if len(self.feature_shape) != 4 or self.feature_shape[-1] != 3 or self.feature_shape[1] != self.feature_shape[2]:
@@ -327,16 +321,13 @@ def supervised_protocol() -> Protocol:
 
 @dataclasses.dataclass(frozen=True)
 class EvalDataset:
-  """A dataset preset plus where its classification experiments read from.
+  """A dataset preset (name, example counts, classes, file patterns) and its default official split.
 
   Attributes:
-    preset: name, example counts (for the step arithmetic), classes.
-    train_pattern / test_pattern: globs under the data root; may contain `{split}`.
+    preset: the preset; its patterns may contain `{split}`.
     default_split: the split an experiment starts with (1 for UCF-101 / HMDB-51, 0 otherwise).
   """
   preset: cvrl.DatasetPreset
-  train_pattern: str
-  test_pattern: str
   default_split: int = 0
 
 
@@ -345,14 +336,12 @@ class EvalDataset:
 # UCF-101 / HMDB-51: one folder per official split, `data_tools.convert --split train|test --split_number N
 # --output_dir <root>/ucf101_split<N>`. Example counts are split 1's (splits 2 and 3 differ by < 1%).
 EVAL_DATASETS = {
-    'kinetics400': EvalDataset(cvrl.DATASETS['kinetics400'], cvrl.DATASETS['kinetics400'].train_pattern,
-                               cvrl.DATASETS['kinetics400'].validation_pattern),
-    'kinetics600': EvalDataset(cvrl.DATASETS['kinetics600'], cvrl.DATASETS['kinetics600'].train_pattern,
-                               cvrl.DATASETS['kinetics600'].validation_pattern),
-    'ucf101': EvalDataset(cvrl.DatasetPreset('ucf101', 9537, 3783, 101, '', ''),
-                          'ucf101_split{split}/train-*', 'ucf101_split{split}/test-*', default_split=1),
-    'hmdb51': EvalDataset(cvrl.DatasetPreset('hmdb51', 3570, 1530, 51, '', ''),
-                          'hmdb51_split{split}/train-*', 'hmdb51_split{split}/test-*', default_split=1),
+    'kinetics400': EvalDataset(cvrl.DATASETS['kinetics400']),
+    'kinetics600': EvalDataset(cvrl.DATASETS['kinetics600']),
+    'ucf101': EvalDataset(cvrl.DatasetPreset('ucf101', 9537, 3783, 101, 'ucf101_split{split}/train-*',
+                                             'ucf101_split{split}/test-*'), default_split=1),
+    'hmdb51': EvalDataset(cvrl.DatasetPreset('hmdb51', 3570, 1530, 51, 'hmdb51_split{split}/train-*',
+                                             'hmdb51_split{split}/test-*'), default_split=1),
 }
 SEMI_SUPERVISED_TRAIN_PATTERN = '{dataset}_train_{{label_percent}}pct/train-*'
 
@@ -391,7 +380,7 @@ def classification_experiment(dataset: EvalDataset,
   batch = protocol.global_batch_size
   per_epoch = cvrl.steps_per_epoch(train_examples, batch)
   total_steps = per_epoch * protocol.epochs
-  train_pattern = dataset.train_pattern
+  train_pattern = preset.train_pattern
   if label_fraction != 1.0:
     train_pattern = SEMI_SUPERVISED_TRAIN_PATTERN.format(dataset=preset.name)
   task_kwargs = {}
@@ -406,7 +395,7 @@ def classification_experiment(dataset: EvalDataset,
           name=preset.name, is_training=True, input_path=f'{data_root}/{train_pattern}',
           global_batch_size=batch, num_classes=preset.num_classes, feature_shape=(32, 224, 224, 3)),
       validation_data=DataConfig(
-          name=preset.name, is_training=False, input_path=f'{data_root}/{dataset.test_pattern}',
+          name=preset.name, is_training=False, input_path=f'{data_root}/{preset.validation_pattern}',
           global_batch_size=validation_batch_size or max(1, batch // 16), num_classes=preset.num_classes,
           feature_shape=(32, 256, 256, 3), num_test_clips=10, num_test_crops=3, drop_remainder=False),
       losses=ClassificationLosses(l2_weight_decay=protocol.l2_weight_decay),
@@ -537,7 +526,7 @@ def demo_experiment(protocol: Protocol, init_checkpoint: str, train_steps: int,
   """A demo-sized experiment: the pretraining demo's backbone, Adam (fast on a CPU), float32, 2 evaluations."""
   batch_size = 64
   config = classification_experiment(
-      EvalDataset(cvrl.DEMO_DATASET, cvrl.DEMO_DATASET.train_pattern, cvrl.DEMO_DATASET.validation_pattern),
+      EvalDataset(cvrl.DEMO_DATASET),
       protocol, data_root=cvrl.DEMO_DATA_ROOT, init_checkpoint=init_checkpoint)
   config.task.model = backbones.VideoClassifierModel(
       backbone=cvrl.demo_backbone(), norm_activation=common.NormActivation(use_sync_bn=False),
@@ -560,8 +549,8 @@ def demo_experiment(protocol: Protocol, init_checkpoint: str, train_steps: int,
 @exp_factory.register_config_factory('cvrl_linear_eval_demo')
 def cvrl_linear_eval_demo() -> cfg.ExperimentConfig:
   """Linear probe of the demo backbone (pretrained or random) on the demo data: ~1 minute on 2 CPU cores."""
-  return demo_experiment(linear_eval_protocol(), DEMO_PRETRAIN_MODEL_DIR, train_steps=300,
-                         learning_rate=0.02, warmup_steps=0)
+  return demo_experiment(linear_eval_protocol(), DEMO_PRETRAIN_MODEL_DIR, train_steps=500,
+                         learning_rate=0.05, warmup_steps=0)
 
 
 @exp_factory.register_config_factory('cvrl_finetune_demo')

@@ -74,8 +74,8 @@ class VideoClassificationTask(base_task.Task):
         model_config=self.task_config.model,
         num_classes=self.num_classes,
         l2_regularizer=pretrain.build_l2_regularizer(self.task_config.losses.l2_weight_decay))
-    # Create every variable now, so the checkpoint restore and the optimizer see them.
-    model(tf.zeros([1] + list(self.task_config.train_data.feature_shape), tf.float32), training=False)
+    # The model is a Keras functional model: its variables exist once it is built, before any call, so the
+    # checkpoint restore in `initialize` and the optimizer see them.
     if self.freeze_backbone:
       model.backbone.trainable = False
     logging.info('Classifier built: %d variables, %d trainable parameters (backbone %s).', len(model.variables),

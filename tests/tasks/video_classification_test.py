@@ -17,6 +17,7 @@ from official_cvrl import registry_imports  # pylint: disable=unused-import
 from official_cvrl.configs import video_classification as vc_cfg
 from official_cvrl.utils import errors
 from tests.dataloaders import classification_records as records
+from tests.losses import cross_replica_test
 from tests.utils import checkpoints_test
 
 _NUM_CLASSES = 3
@@ -166,6 +167,29 @@ class VideoClassificationTaskTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(metrics[0].result(), 0.5)
     expected_loss = -np.mean(np.log(averaged[np.arange(2), labels]))
     self.assertAllClose(logs['loss'], expected_loss, atol=1e-5)
+
+  def test_two_replicas_average_the_views_of_their_own_videos(self):
+    strategy = cross_replica_test.two_replica_strategy(self, 'mirrored')
+    config = self._config('cvrl_linear_eval_demo')
+    task = task_factory.get_task(config.task)
+    views = 6
+    images = np.random.default_rng(2).integers(0, 256, (2 * views, 4, 32, 32, 3), dtype=np.uint8)
+    with strategy.scope():
+      model = task.build_model()
+      metrics = task.build_metrics(training=False)
+    expected = task.inference_step(tf.constant(images), model).numpy()
+    labels = np.argmax(expected, axis=1).astype(np.int32)
+    labels[0] = (labels[0] + 1) % _NUM_CLASSES  # Replica 0's video wrong, replica 1's right.
+
+    def replica_inputs(context):
+      video = context.replica_id_in_sync_group
+      return ({'image': tf.constant(images[video * views:(video + 1) * views])},
+              {'label': tf.constant(labels[video:video + 1])})
+
+    inputs = strategy.experimental_distribute_values_from_function(replica_inputs)
+    strategy.run(tf.function(lambda x: task.validation_step(x, model, metrics)), args=(inputs,))
+    self.assertAllClose(metrics[0].result(), 0.5)
+    self.assertAllClose(metrics[1].result(), 1.0)
 
   @parameterized.named_parameters(
       ('split', 'cvrl_finetune_ucf101', {'dataset_split': 2}, 'gs://YOUR_BUCKET/ucf101_split2/train-*'),
