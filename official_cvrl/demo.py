@@ -146,6 +146,11 @@ def linear_eval(output_dir: str, records_dir: str, name: str, init_checkpoint: s
 
 def export(output_dir: str, pretrain_dir: str) -> str:
   export_dir = os.path.join(output_dir, 'saved_model')
+  exported = [v for v in (os.listdir(export_dir) if os.path.isdir(export_dir) else [])
+              if os.path.exists(os.path.join(export_dir, v, 'saved_model.pb'))]
+  if exported:
+    _print(f'\n=== 5. export: already exported ({os.path.join(export_dir, max(exported))})')
+    return export_dir
   run_stage('5. export SavedModel for TF Serving', _python(
       'official_cvrl.serving.export_saved_model', '--experiment=cvrl_pretrain_demo',
       f'--config_file={os.path.join(pretrain_dir, "params.yaml")}', f'--checkpoint_path={pretrain_dir}',

@@ -106,6 +106,8 @@ class VideoClassifierModel(hyperparams.Config):
     norm_activation: Batch norm settings and activation of the encoder.
     dropout_rate: Dropout rate on the pooled features before the classifier, in [0, 1).
     normalize_features: Whether to L2-normalise the pooled features before the classifier.
+    standardize_features: Whether to standardise the (normalised) features with a batch norm without scale or
+      offset, a fixed affine map at inference (MAE's linear probe); it speeds up short linear probes.
   """
   model_type: str = 'cvrl_classifier'
   backbone: Backbone3D = dataclasses.field(default_factory=Backbone3D)
@@ -113,3 +115,4 @@ class VideoClassifierModel(hyperparams.Config):
       default_factory=lambda: common.NormActivation(use_sync_bn=False))
   dropout_rate: float = 0.0
   normalize_features: bool = False
+  standardize_features: bool = False

@@ -119,7 +119,7 @@ class CVRLModel(tf_keras.Model):
 
 @tf_keras.utils.register_keras_serializable(package='official_cvrl')
 class VideoClassifier(tf_keras.Model):
-  """Backbone -> global average pool -> [L2 normalise] -> dropout -> Dense; outputs float32 logits."""
+  """Backbone -> global average pool -> [L2 normalise] -> [standardise] -> dropout -> Dense; float32 logits."""
 
   def __init__(self,
                backbone: tf_keras.Model,
@@ -127,6 +127,7 @@ class VideoClassifier(tf_keras.Model):
                input_specs: layers.InputSpec = layers.InputSpec(shape=[None, None, None, None, 3]),
                dropout_rate: float = 0.0,
                normalize_features: bool = False,
+               standardize_features: bool = False,
                kernel_initializer: Any = None,
                kernel_regularizer: Optional[tf_keras.regularizers.Regularizer] = None,
                bias_regularizer: Optional[tf_keras.regularizers.Regularizer] = None,
@@ -140,6 +141,10 @@ class VideoClassifier(tf_keras.Model):
       dropout_rate: Dropout rate on the (normalised) pooled features, in [0, 1).
       normalize_features: Whether to L2-normalise the pooled features (linear evaluation protocol), which
         makes the linear classifier's learning rate independent of the feature scale.
+      standardize_features: Whether to standardise each feature with a batch norm that has no scale or offset
+        (as MAE's linear probe). At inference it is a fixed affine map, so the classifier stays linear in the
+        features; it only conditions the optimisation, which matters for features that all point in nearly
+        the same direction (a random backbone's), so short probes compare backbones fairly.
       kernel_initializer: Initializer of the classifier kernel; None means a normal distribution with stddev
         0.01 (SimCLR's linear-evaluation head), so training starts from near-uniform predictions.
       kernel_regularizer: Regularizer of the classifier kernel.
@@ -161,6 +166,7 @@ class VideoClassifier(tf_keras.Model):
         'input_specs': input_specs,
         'dropout_rate': dropout_rate,
         'normalize_features': normalize_features,
+        'standardize_features': standardize_features,
         'kernel_initializer': kernel_initializer,
         'kernel_regularizer': kernel_regularizer,
         'bias_regularizer': bias_regularizer,
@@ -171,6 +177,8 @@ class VideoClassifier(tf_keras.Model):
     x = _pool_last_endpoint(backbone(inputs))
     if normalize_features:
       x = layers.UnitNormalization(axis=-1, dtype='float32', name='l2_normalize')(x)
+    if standardize_features:
+      x = layers.BatchNormalization(center=False, scale=False, dtype='float32', name='feature_standardization')(x)
     x = layers.Dropout(dropout_rate, name='dropout')(x)
     if kernel_initializer is None:
       kernel_initializer = tf_keras.initializers.RandomNormal(stddev=0.01)

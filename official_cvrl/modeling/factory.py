@@ -108,4 +108,5 @@ def build_video_classifier(
       input_specs=input_specs,
       dropout_rate=model_config.dropout_rate,
       normalize_features=model_config.normalize_features,
+      standardize_features=model_config.standardize_features,
       kernel_regularizer=l2_regularizer)

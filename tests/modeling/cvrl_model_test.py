@@ -206,6 +206,25 @@ class CVRLModelTest(tf.test.TestCase, parameterized.TestCase):
 
 class VideoClassifierTest(tf.test.TestCase, parameterized.TestCase):
 
+  def test_standardized_features_are_a_fixed_affine_map_at_inference(self):
+    classifier = cvrl_model.VideoClassifier(
+        backbone=_tiny_backbone(), num_classes=3, input_specs=_SPEC, normalize_features=True,
+        standardize_features=True)
+    standardization = classifier.get_layer('feature_standardization')
+    self.assertEmpty(standardization.trainable_weights)  # No scale or offset: only the statistics.
+    rng = np.random.default_rng(0)
+    mean = rng.normal(size=standardization.moving_mean.shape).astype(np.float32)
+    variance = rng.uniform(0.5, 2.0, size=standardization.moving_variance.shape).astype(np.float32)
+    standardization.moving_mean.assign(mean)
+    standardization.moving_variance.assign(variance)
+    clips = tf.constant(rng.uniform(size=(2, 4, 32, 32, 3)), tf.float32)
+    features = tf_keras.Model(classifier.input, classifier.get_layer('l2_normalize').output)(clips).numpy()
+    kernel, bias = [w.numpy().astype(np.float64) for w in classifier.get_layer('classifier').weights]
+    expected = ((features - mean) / np.sqrt(variance.astype(np.float64) + standardization.epsilon)) @ kernel + bias
+    self.assertAllClose(classifier(clips, training=False), expected, atol=1e-5)
+
+class VideoClassifierOutputsTest(tf.test.TestCase, parameterized.TestCase):
+
   @parameterized.parameters(False, True)
   def test_logits_match_reference(self, normalize_features):
     model = factory_3d.build_model(
