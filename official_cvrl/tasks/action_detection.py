@@ -28,6 +28,7 @@ from official_cvrl.configs import action_detection as detection_cfg
 from official_cvrl.dataloaders import detection_input
 from official_cvrl.evaluation import ava_frame_map
 from official_cvrl.modeling import action_detection_model  # pylint: disable=unused-import  (registers the builder)
+from official_cvrl.tasks import optimization_step
 from official_cvrl.tasks import pretrain
 from official_cvrl.utils import checkpoints
 from official_cvrl.utils import errors
@@ -157,20 +158,13 @@ class ActionDetectionTask(base_task.Task):
   def train_step(self, inputs, model: tf_keras.Model, optimizer: tf_keras.optimizers.Optimizer,
                  metrics=None) -> Dict[str, Any]:
     features, labels = inputs
-    num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    with tf.GradientTape() as tape:
+
+    def loss_fn():
       logits = tf.cast(model(self._model_inputs(features), training=True), tf.float32)
       loss, logs = self.build_losses(labels['classes'], logits, features['box_mask'], model.losses)
-      loss = pretrain.assert_finite_loss(loss)
-      # The optimizer sums gradients over replicas; each replica's loss is its local mean.
-      scaled_loss = loss / num_replicas
-      if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
-        scaled_loss = optimizer.get_scaled_loss(scaled_loss)
-    variables = model.trainable_variables
-    grads = tape.gradient(scaled_loss, variables)
-    if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
-      grads = optimizer.get_unscaled_gradients(grads)
-    optimizer.apply_gradients(list(zip(grads, variables)))
+      return pretrain.assert_finite_loss(loss), logs
+
+    loss, logs = optimization_step.minimize(loss_fn, model, optimizer)
     logs[self.loss] = loss
     return logs
 

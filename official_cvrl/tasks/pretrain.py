@@ -20,6 +20,7 @@ from official_cvrl.dataloaders import video_decoder
 from official_cvrl.losses import contrastive
 from official_cvrl.modeling import factory as _model_factory  # pylint: disable=unused-import  (registers builders)
 from official_cvrl.ops import color_augment
+from official_cvrl.tasks import optimization_step
 from official_cvrl.utils import errors
 from official_cvrl.utils import input_files
 
@@ -152,21 +153,13 @@ class CVRLPretrainTask(base_task.Task):
                  optimizer: tf_keras.optimizers.Optimizer, metrics=None) -> Dict[str, Any]:
     features, _ = inputs
     images = self._augment_on_device(features['image'], self.task_config.train_data)
-    num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    with tf.GradientTape() as tape:
+
+    def loss_fn():
       outputs = model(images, training=True)
       loss, logs = self.build_losses(outputs['projection'], aux_losses=model.losses)
-      loss = assert_finite_loss(loss)
-      # Gradients are summed across replicas by the optimizer; the loss of each replica is the mean over its
-      # own anchors (against the global batch), so dividing by the replica count gives the global-mean gradient.
-      scaled_loss = loss / num_replicas
-      if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
-        scaled_loss = optimizer.get_scaled_loss(scaled_loss)
-    variables = model.trainable_variables
-    grads = tape.gradient(scaled_loss, variables)
-    if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
-      grads = optimizer.get_unscaled_gradients(grads)
-    optimizer.apply_gradients(list(zip(grads, variables)))
+      return assert_finite_loss(loss), logs
+
+    loss, logs = optimization_step.minimize(loss_fn, model, optimizer)
     self._update_metrics(metrics, logs)
     return {self.loss: loss}
 

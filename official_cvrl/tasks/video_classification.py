@@ -32,6 +32,7 @@ from official_cvrl.configs import video_classification as vc_cfg
 from official_cvrl.dataloaders import classification_input
 from official_cvrl.modeling import factory as _model_factory  # pylint: disable=unused-import  (registers builders)
 from official_cvrl.ops import multi_view
+from official_cvrl.tasks import optimization_step
 from official_cvrl.tasks import pretrain
 from official_cvrl.utils import checkpoints
 from official_cvrl.utils import errors
@@ -150,21 +151,14 @@ class VideoClassificationTask(base_task.Task):
                  optimizer: tf_keras.optimizers.Optimizer, metrics=None) -> Dict[str, Any]:
     features, labels = inputs
     labels = labels['label']
-    num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    with tf.GradientTape() as tape:
+
+    def loss_fn():
       logits = tf.cast(model(self._to_unit_range(features['image']), training=True), tf.float32)
       probabilities = tf.nn.softmax(logits)
       loss, logs = self.build_losses(labels, probabilities, self._regularization_losses(model))
-      loss = pretrain.assert_finite_loss(loss)
-      # The optimizer sums gradients over replicas; each replica's loss is its local mean.
-      scaled_loss = loss / num_replicas
-      if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
-        scaled_loss = optimizer.get_scaled_loss(scaled_loss)
-    variables = model.trainable_variables
-    grads = tape.gradient(scaled_loss, variables)
-    if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
-      grads = optimizer.get_unscaled_gradients(grads)
-    optimizer.apply_gradients(list(zip(grads, variables)))
+      return pretrain.assert_finite_loss(loss), (logs, probabilities)
+
+    loss, (logs, probabilities) = optimization_step.minimize(loss_fn, model, optimizer)
     for metric in metrics or []:
       metric.update_state(labels, probabilities)
     logs[self.loss] = loss

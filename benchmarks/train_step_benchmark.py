@@ -1,0 +1,91 @@
+"""Throughput of the CVRL pretraining train step (clips/s), float32 vs mixed precision, XLA on/off.
+
+Runs the registered task's own `train_step` (on-device colour augmentation, model, global-batch contrastive
+loss, optimizer update) on synthetic uint8 clips, so the input pipeline is not measured (see
+input_pipeline_benchmark.py for that). Runs unchanged on a CPU, a GPU or several GPUs (MirroredStrategy over
+every visible GPU):
+
+  python -m benchmarks.train_step_benchmark --experiment=cvrl_pretrain_kinetics400 --per_replica_batch=8 \
+      --precisions=float32,float16 --xla=false,true        # GPU: R3D-50, 2 x 16 x 224 x 224 clips
+  python -m benchmarks.train_step_benchmark --experiment=cvrl_pretrain_demo --per_replica_batch=64 \
+      --precisions=float32 --xla=false                           # the CPU demo model
+
+One clip = one view; a batch of B videos is 2B clips.
+"""
+import itertools
+import time
+
+from absl import app
+from absl import flags
+
+import official_cvrl  # pylint: disable=unused-import  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
+import tensorflow as tf
+import tf_keras
+
+from official.core import exp_factory
+from official.core import task_factory
+from official.modeling import performance
+
+from official_cvrl import registry_imports  # pylint: disable=unused-import
+
+flags.DEFINE_string('experiment', 'cvrl_pretrain_kinetics400', 'Registered pretraining experiment.')
+flags.DEFINE_integer('per_replica_batch', 8, 'Videos (pairs of clips) per replica and step.')
+flags.DEFINE_list('precisions', ['float32', 'float16'], 'float32, float16 and/or bfloat16 (the latter two mixed).')
+flags.DEFINE_list('xla', ['false', 'true'], 'Compile the train step with XLA (jit_compile): false and/or true.')
+flags.DEFINE_integer('warmup_steps', 3, 'Untimed steps (tracing, compilation, autotuning).')
+flags.DEFINE_integer('steps', 10, 'Timed steps.')
+FLAGS = flags.FLAGS
+
+
+def measure(precision: str, xla: bool) -> float:
+  """Clips per second of the train step in one setting."""
+  tf_keras.backend.clear_session()
+  performance.set_mixed_precision_policy(precision)
+  config = exp_factory.get_exp_config(FLAGS.experiment)
+  config.runtime.mixed_precision_dtype = precision
+  config.runtime.loss_scale = 'dynamic' if precision == 'float16' else None
+  config.task.model.norm_activation.use_sync_bn = False  # One host: sync BN adds only an all-reduce.
+  gpus = tf.config.list_logical_devices('GPU')
+  strategy = tf.distribute.MirroredStrategy() if gpus else tf.distribute.get_strategy()
+  num_replicas = strategy.num_replicas_in_sync
+  frames, height, width, channels = config.task.train_data.feature_shape
+  with strategy.scope():
+    task = task_factory.get_task(config.task)
+    model = task.build_model()
+    optimizer = task.create_optimizer(config.trainer.optimizer_config, config.runtime)
+    metrics = task.build_metrics()
+
+  def batch_fn(unused_context):
+    clips = tf.random.uniform([2 * FLAGS.per_replica_batch, frames, height, width, channels], 0, 256, tf.int32)
+    return {'image': tf.cast(clips, tf.uint8)}, {'label': tf.zeros([FLAGS.per_replica_batch], tf.int32)}
+
+  inputs = strategy.experimental_distribute_values_from_function(batch_fn)
+  step_fn = tf.function(task.train_step, jit_compile=xla)
+
+  @tf.function
+  def step():
+    return strategy.run(step_fn, args=(inputs,), kwargs=dict(model=model, optimizer=optimizer, metrics=metrics))
+
+  for _ in range(FLAGS.warmup_steps):
+    step()
+  start = time.perf_counter()
+  for _ in range(FLAGS.steps):
+    logs = step()
+  float(strategy.experimental_local_results(logs['loss'])[0])  # Wait for the device.
+  elapsed = time.perf_counter() - start
+  return 2 * FLAGS.per_replica_batch * num_replicas * FLAGS.steps / elapsed
+
+
+def main(_):
+  devices = tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('CPU')[:1]
+  print(f'experiment {FLAGS.experiment}, {len(devices)} x {devices[0].device_type}, '
+        f'{FLAGS.per_replica_batch} videos per replica and step')
+  print('| precision | XLA | clips/s |')
+  print('|---|---|---|')
+  for precision, xla in itertools.product(FLAGS.precisions, FLAGS.xla):
+    rate = measure(precision, xla.lower() == 'true')
+    print(f'| {precision} | {xla} | {rate:.1f} |', flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)
