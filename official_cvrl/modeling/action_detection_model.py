@@ -9,7 +9,7 @@ the res5 stride here is 16 with `res5_dilation=2`, or 32).
 Registered as model builder 'cvrl_action_detection' with Model Garden's 3D factory; `checkpoint_items` exposes
 the backbone so a CVRL pretraining checkpoint restores into it.
 """
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Optional
 
 import tensorflow as tf
 import tf_keras
@@ -17,6 +17,7 @@ import tf_keras
 from official.vision.modeling import factory_3d
 from official.vision.ops import spatial_transform_ops
 from official_cvrl.configs import action_detection as detection_cfg
+from official_cvrl.modeling import cvrl_model
 from official_cvrl.modeling import factory
 
 layers = tf_keras.layers
@@ -61,7 +62,7 @@ class SpatioTemporalRoIPool(layers.Layer):
 
 
 @tf_keras.utils.register_keras_serializable(package='official_cvrl')
-class ActionDetectionModel(tf_keras.Model):
+class ActionDetectionModel(cvrl_model.BackboneModel):
   """Inputs {'image': `[B, T, H, W, 3]`, 'boxes': `[B, N, 4]`}; output float32 logits `[B, N, num_classes]`."""
 
   def __init__(self,
@@ -112,22 +113,6 @@ class ActionDetectionModel(tf_keras.Model):
     logits = layers.Activation('linear', dtype='float32', name='logits')(x)
     super().__init__(inputs={'image': image, 'boxes': boxes}, outputs=logits, **kwargs)
     self._self_setattr_tracking = True
-
-  @property
-  def backbone(self) -> tf_keras.Model:
-    return self._backbone
-
-  @property
-  def checkpoint_items(self) -> Mapping[str, tf_keras.Model]:
-    """Items also written at the checkpoint root, so the backbone can be restored alone."""
-    return dict(backbone=self.backbone)
-
-  def get_config(self) -> Dict[str, Any]:
-    return dict(self._config_dict)
-
-  @classmethod
-  def from_config(cls, config, custom_objects=None):
-    return cls(**config)
 
 
 @factory_3d.register_model_builder('cvrl_action_detection')

@@ -30,8 +30,31 @@ def _as_float32(x: tf.Tensor, name: str) -> tf.Tensor:
   return layers.Activation('linear', dtype='float32', name=name)(x)
 
 
+class BackboneModel(tf_keras.Model):
+  """A functional model built around a video backbone: exposes it for partial restore and serialises by config.
+
+  Subclasses set `self._backbone` and `self._config_dict` (the constructor arguments) before building.
+  """
+
+  @property
+  def backbone(self) -> tf_keras.Model:
+    return self._backbone
+
+  @property
+  def checkpoint_items(self) -> Mapping[str, tf_keras.Model]:
+    """Items also written at the checkpoint root, so another model can restore the backbone alone."""
+    return dict(backbone=self.backbone)
+
+  def get_config(self) -> Dict[str, Any]:
+    return dict(self._config_dict)
+
+  @classmethod
+  def from_config(cls, config, custom_objects=None):
+    return cls(**config)
+
+
 @tf_keras.utils.register_keras_serializable(package='official_cvrl')
-class CVRLModel(tf_keras.Model):
+class CVRLModel(BackboneModel):
   """Backbone -> global average pool -> projection head; outputs {'features', 'projection'}."""
 
   def __init__(self,
@@ -97,28 +120,12 @@ class CVRLModel(tf_keras.Model):
     self._self_setattr_tracking = True
 
   @property
-  def backbone(self) -> tf_keras.Model:
-    return self._backbone
-
-  @property
   def projection_head(self) -> projection_head_lib.ProjectionHead:
     return self._projection_head
 
-  @property
-  def checkpoint_items(self) -> Mapping[str, tf_keras.Model]:
-    """Items also written at the checkpoint root, so evaluation can restore the backbone alone."""
-    return dict(backbone=self.backbone)
-
-  def get_config(self) -> Dict[str, Any]:
-    return dict(self._config_dict)
-
-  @classmethod
-  def from_config(cls, config, custom_objects=None):
-    return cls(**config)
-
 
 @tf_keras.utils.register_keras_serializable(package='official_cvrl')
-class VideoClassifier(tf_keras.Model):
+class VideoClassifier(BackboneModel):
   """Backbone -> global average pool -> [L2 normalise] -> [standardise] -> dropout -> Dense; float32 logits."""
 
   def __init__(self,
@@ -192,18 +199,3 @@ class VideoClassifier(tf_keras.Model):
     super().__init__(inputs=inputs, outputs=logits, **kwargs)
     self._self_setattr_tracking = True
 
-  @property
-  def backbone(self) -> tf_keras.Model:
-    return self._backbone
-
-  @property
-  def checkpoint_items(self) -> Mapping[str, tf_keras.Model]:
-    """Items also written at the checkpoint root, so another model can restore the backbone alone."""
-    return dict(backbone=self.backbone)
-
-  def get_config(self) -> Dict[str, Any]:
-    return dict(self._config_dict)
-
-  @classmethod
-  def from_config(cls, config, custom_objects=None):
-    return cls(**config)
