@@ -20,7 +20,6 @@ import tensorflow as tf
 import tf_keras
 
 from official.core import base_task
-from official.core import input_reader
 from official.core import task_factory
 from official.vision.modeling import factory_3d
 
@@ -32,7 +31,6 @@ from official_cvrl.tasks import optimization_step
 from official_cvrl.tasks import pretrain
 from official_cvrl.utils import checkpoints
 from official_cvrl.utils import errors
-from official_cvrl.utils import input_files
 
 _EVAL_OUTPUTS = 'frame_map_inputs'
 _PER_CLASS_DIR = 'frame_map'
@@ -121,8 +119,6 @@ class ActionDetectionTask(base_task.Task):
   def build_inputs(self, params: detection_cfg.DetectionDataConfig,
                    input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
     key = 'task.train_data' if params.is_training else 'task.validation_data'
-    files = input_files.resolve_input_files(params.input_path, key=f'{key}.input_path')
-    input_files.check_not_empty(files, key=f'{key}.input_path')
     parser = detection_input.Parser(
         num_frames=params.feature_shape[0],
         temporal_stride=params.temporal_stride,
@@ -133,12 +129,9 @@ class ActionDetectionTask(base_task.Task):
         flip_probability=params.flip_probability,
         proposal_score_threshold=params.proposal_score_threshold,
         image_key=params.image_field_key)
-    reader = input_reader.InputReader(
-        params,
-        dataset_fn=tf.data.TFRecordDataset,
-        decoder_fn=detection_input.Decoder(image_key=params.image_field_key).decode,
-        parser_fn=parser.parse_fn(params.is_training))
-    return reader.read(input_context=input_context)
+    return pretrain.build_video_dataset(
+        params, parser.parse_fn(params.is_training), None, key=key, input_context=input_context,
+        decoder_fn=detection_input.Decoder(image_key=params.image_field_key).decode)
 
   def build_metrics(self, training: bool = True) -> List[tf_keras.metrics.Metric]:
     return []

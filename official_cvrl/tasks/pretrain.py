@@ -33,7 +33,8 @@ def build_l2_regularizer(l2_weight_decay: float) -> Optional[tf_keras.regularize
 
 
 def build_video_dataset(params: cvrl_cfg.DataConfig, parser_fn, postprocess_fn, key: str,
-                        input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+                        input_context: Optional[tf.distribute.InputContext] = None,
+                        decoder_fn=None) -> tf.data.Dataset:
   """Reads SequenceExample TFRecords through Model Garden's InputReader after checking the files exist.
 
   Args:
@@ -42,17 +43,18 @@ def build_video_dataset(params: cvrl_cfg.DataConfig, parser_fn, postprocess_fn, 
     postprocess_fn: a function applied to each batch, or None.
     key: the config key of `params` ('task.train_data'), named in error messages.
     input_context: the distribution input context.
+    decoder_fn: serialized record -> dict of tensors; default: `video_decoder.Decoder` with the config's keys.
 
   Returns:
     The batched dataset.
   """
-  files = input_files.resolve_input_files(params.input_path, key=f'{key}.input_path')
-  input_files.check_not_empty(files, key=f'{key}.input_path')
-  decoder = video_decoder.Decoder(image_key=params.image_field_key, label_key=params.label_field_key)
+  input_files.check_data_config(params, key)
+  if decoder_fn is None:
+    decoder_fn = video_decoder.Decoder(image_key=params.image_field_key, label_key=params.label_field_key).decode
   reader = input_reader.InputReader(
       params,
       dataset_fn=tf.data.TFRecordDataset,
-      decoder_fn=decoder.decode,
+      decoder_fn=decoder_fn,
       parser_fn=parser_fn,
       postprocess_fn=postprocess_fn)
   return reader.read(input_context=input_context)

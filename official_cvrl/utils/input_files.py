@@ -5,6 +5,7 @@ the training loop, minutes into a run.
 """
 from typing import List, Sequence, Union
 
+from absl import logging
 import tensorflow as tf
 
 from official_cvrl.utils import errors
@@ -61,3 +62,26 @@ def check_not_empty(files: Sequence[str], key: str) -> None:
   raise errors.UserInputError(
       f'{key}: the {len(files)} file(s) matched hold no records (first: {files[0]}). '
       + _DATA_TOOLS_HINT.format(key=key))
+
+
+def check_data_config(params, key: str) -> List[str]:
+  """Checks a data config's `file_type` and `input_path` before a pipeline is built on them.
+
+  Args:
+    params: a DataConfig with `name`, `file_type` and `input_path`.
+    key: the config key of `params`, e.g. 'task.train_data', used in messages.
+
+  Returns:
+    The matching files.
+
+  Raises:
+    UserInputError: an unsupported file type, no matching file, or no record in the matching files.
+  """
+  if params.file_type != 'tfrecord':
+    raise errors.UserInputError(
+        f'{key}.file_type={params.file_type!r}: only tfrecord is supported (what data_tools.convert writes).')
+  files = resolve_input_files(params.input_path, key=f'{key}.input_path')
+  check_not_empty(files, key=f'{key}.input_path')
+  logging.info('%s: dataset %s, %d file(s) matching %s.', key, params.name or '(unnamed)', len(files),
+               params.input_path)
+  return files

@@ -128,6 +128,13 @@ class PretrainTaskTest(tf.test.TestCase):
     with self.assertRaisesRegex(errors.UserInputError, 'hold no records'):
       task.build_inputs(config.task.train_data)
 
+  def test_unsupported_file_type_names_the_key(self):
+    config = tiny_pretrain_config(self.train_path, self.validation_path)
+    config.task.train_data.file_type = 'sstable'
+    task = task_factory.get_task(config.task)
+    with self.assertRaisesRegex(errors.UserInputError, r"task\.train_data\.file_type='sstable'"):
+      task.build_inputs(config.task.train_data)
+
   def test_non_finite_loss_is_marked(self):
     with self.assertRaisesRegex(tf.errors.InvalidArgumentError, errors.NON_FINITE_LOSS_MARKER):
       pretrain.assert_finite_loss(tf.constant(np.nan))
