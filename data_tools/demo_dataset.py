@@ -136,7 +136,7 @@ def _hsv(rng: np.random.Generator, hue, sat, val) -> np.ndarray:
   return np.array(colorsys.hsv_to_rgb(rng.uniform(*hue) % 1.0, rng.uniform(*sat), rng.uniform(*val)))
 
 
-def _sample_appearance(rng: np.random.Generator, scale: float) -> Appearance:
+def sample_appearance(rng: np.random.Generator, scale: float) -> Appearance:
   """Draws a segment look; the object's two colours differ in brightness so turns survive greyscale."""
   background = _hsv(rng, (0.0, 1.0), (0.2, 0.6), (0.08, 0.22))
   background_luma = float(_LUMA @ background)
@@ -205,7 +205,7 @@ def sample_video_spec(rng: np.random.Generator, class_name: str, num_frames: int
     speed_range = tuple(s * scale for s in _TRANSLATION_SPEED)
   else:
     speed_range = _ROTATION_SPEED
-  appearances = tuple(_sample_appearance(rng, scale) for _ in segment_starts)
+  appearances = tuple(sample_appearance(rng, scale) for _ in segment_starts)
   speeds = tuple(float(rng.uniform(*speed_range)) for _ in segment_starts)
   distractor_direction = rng.uniform(0.0, 2 * np.pi)
   distractor_speed = rng.uniform(*_DISTRACTOR_SPEED) * scale
@@ -299,6 +299,32 @@ def _texture_weight(app: Appearance, u: np.ndarray, v: np.ndarray, rho: np.ndarr
   return np.clip(w, 0.0, 1.0)
 
 
+def object_layer(app: Appearance, dx: np.ndarray, dy: np.ndarray, angles: np.ndarray
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+  """The object drawn over T frames: its coverage and colour at every pixel (soft, ~1 px edges).
+
+  Args:
+    app: the object's look.
+    dx: float32 offsets (right) of pixel centres from the object centre, broadcastable to [T, H, W].
+    dy: float32 offsets (UP) of pixel centres from the object centre, broadcastable to [T, H, W].
+    angles: [T] orientations, radians anticlockwise on screen.
+
+  Returns:
+    alpha: float32 [T, H, W, 1] coverage in [0, 1]; colour: float32 [T, H, W, 3].
+  """
+  # Coordinates in the object's own frame (u right, v up, turned with the object).
+  cos_a = np.cos(angles).astype(np.float32)[:, None, None]
+  sin_a = np.sin(angles).astype(np.float32)[:, None, None]
+  u = cos_a * dx + sin_a * dy
+  v = cos_a * dy - sin_a * dx
+  rho = np.hypot(u, v)
+  theta = None if app.shape == 'circle' else np.arctan2(v, u)
+  alpha = np.clip(_shape_radius(app, theta, rho) + 0.5 - rho, 0.0, 1.0)[..., None]
+  weight = _texture_weight(app, u, v, rho)[..., None]
+  colour_1 = np.asarray(app.colour_1, np.float32)
+  return alpha, colour_1 + weight * (np.asarray(app.colour_2, np.float32) - colour_1)
+
+
 def render_video(spec: VideoSpec) -> np.ndarray:
   """Renders a video, vectorised over frames and pixels (soft, ~1 px anti-aliased edges).
 
@@ -340,18 +366,7 @@ def render_video(spec: VideoSpec) -> np.ndarray:
     dist = np.hypot(distractor_dx[t], distractor_dy[t])
     alpha = np.clip(app.distractor_radius + 0.5 - dist, 0.0, 1.0)[..., None]
     image += alpha * (np.asarray(app.distractor_colour, np.float32) - image)
-    # Object: coordinates in the object's own frame (u right, v up, turned with the object).
-    cos_a = np.cos(angles[t]).astype(np.float32)[:, None, None]
-    sin_a = np.sin(angles[t]).astype(np.float32)[:, None, None]
-    dx, dy = object_dx[t], object_dy[t]
-    u = cos_a * dx + sin_a * dy
-    v = cos_a * dy - sin_a * dx
-    rho = np.hypot(u, v)
-    theta = None if app.shape == 'circle' else np.arctan2(v, u)
-    alpha = np.clip(_shape_radius(app, theta, rho) + 0.5 - rho, 0.0, 1.0)[..., None]
-    weight = _texture_weight(app, u, v, rho)[..., None]
-    colour_1 = np.asarray(app.colour_1, np.float32)
-    colour = colour_1 + weight * (np.asarray(app.colour_2, np.float32) - colour_1)
+    alpha, colour = object_layer(app, object_dx[t], object_dy[t], angles[t])
     frames[t] = image + alpha * (colour - image)
   noise = np.random.default_rng(spec.noise_seed).standard_normal(size=frames.shape, dtype=np.float32)
   frames += np.float32(_NOISE_STD) * noise

@@ -1,24 +1,29 @@
-"""A tiny synthetic action-detection dataset in the AVA record format, for tests and the detection demo.
+"""A synthetic action-detection dataset in the AVA record format, for tests and the detection demo.
 
-Each record is one keyframe of a short clip (`num_frames` frames, keyframe in the middle) of 1-2 "actors":
-textured rectangles over noise whose actions are defined by motion only, so a single frame cannot tell them apart:
+Each record is one keyframe (the middle frame of a `num_frames` clip) of a scene with 1-3 "actors": the objects
+of the embedded demo dataset (`data_tools.demo_dataset`: same shapes, textures, colours and pixel sizes), each
+doing one of its eight motion actions, so the detection classes are the demo's classes and an action can only
+be told from the motion, never from one frame:
 
-| class | name        | motion                                            |
-| ----- | ----------- | ------------------------------------------------- |
-| 0     | move_right  | the actor translates right (1-2 px per frame)      |
-| 1     | move_left   | the actor translates left                          |
-| 2     | bounce      | the actor oscillates vertically (period 6 frames)  |
+  move_000deg ... move_300deg   straight-line motion, one of six directions 60 degrees apart, 1.0-1.6 px/frame;
+  rotate_ccw / rotate_cw        rotation in place, 0.15-0.25 rad/frame.
 
-An actor does a non-empty subset of {one horizontal move, bounce} (multi-label, as AVA's persons). Ground-truth
-boxes are the actors' boxes at the keyframe; proposals are those boxes jittered by a few pixels with scores in
-[0.85, 1], plus one background box scored 0.3 (below the evaluation threshold of 0.8).
+Unlike the classification demo, actors do not wrap around the frame edges (their whole track stays in view),
+several share a scene and may overlap (partial occlusion), and about half of the scenes also hold a still
+"bystander" object that does none of the actions. Ground-truth boxes are the actors' full (amodal) boxes at the
+keyframe. Proposals imitate a person detector: every actor's and bystander's box jittered by up to 2 px with a
+score in [0.85, 1] (the bystander is a proposal without ground truth: scoring it high for any action is a false
+positive), plus one background box scored 0.3, below the evaluation threshold of 0.8.
 
     python -m data_tools.synthetic_detection --output_dir demo_output/detection_tfrecords
 
-writes `train-00000-of-00004.tfrecord ...` (1024 keyframes) and `val-...` (256), plus `label_map.pbtxt`.
+writes `train-0000S-of-00004.tfrecord` (--num_train keyframes), `val-00000-of-00001.tfrecord` (--num_val) and
+`label_map.pbtxt`. Every shard is written to a temporary name and renamed when complete. Output is deterministic
+given --seed; train and val come from disjoint random streams.
 """
+import dataclasses
 import os
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -26,63 +31,124 @@ import numpy as np
 import tensorflow as tf
 
 from data_tools import ava
+from data_tools import demo_dataset
 
-CLASS_NAMES = ('move_right', 'move_left', 'bounce')
-_BOUNCE_AMPLITUDE = 4.0  # px.
-_BOUNCE_PERIOD = 6.0  # frames.
-_ACTIONS = ((0,), (1,), (2,), (0, 2), (1, 2))  # Allowed label sets of an actor.
+CLASS_NAMES = demo_dataset.CLASS_NAMES
+_TRANSLATION_SPEED = (1.0, 1.6)  # px/frame, as in the demo videos.
+_ROTATION_SPEED = (0.15, 0.25)  # rad/frame.
+_NOISE_STD = 0.02
+_MIN_CENTRE_DISTANCE = 0.8  # Actors' keyframe centres are at least this fraction of their radii sum apart.
+_BYSTANDER_PROBABILITY = 0.5
+_PLACEMENT_ATTEMPTS = 200
 
 
-def _actor_track(rng: np.random.Generator, labels: Sequence[int], num_frames: int, size: int
-                 ) -> Tuple[np.ndarray, Tuple[int, int]]:
-  """Top-left corners `[T, 2]` (y, x) of one actor over time and its (height, width)."""
-  height, width = int(rng.integers(size // 5, size // 3)), int(rng.integers(size // 6, size // 4))
-  speed = rng.uniform(1.0, 2.0) * (1 if 0 in labels else -1 if 1 in labels else 0)
-  key = num_frames // 2
-  y0 = rng.uniform(_BOUNCE_AMPLITUDE, size - height - _BOUNCE_AMPLITUDE)
-  x_key = rng.uniform(0, size - width)
-  t = np.arange(num_frames) - key
-  x = np.clip(x_key + speed * t, 0, size - width)
-  phase = rng.uniform(0, 2 * np.pi)
-  y = y0 + (_BOUNCE_AMPLITUDE * np.sin(2 * np.pi * t / _BOUNCE_PERIOD + phase) if 2 in labels else 0.0 * t)
-  return np.stack([y, x], axis=-1), (height, width)
+@dataclasses.dataclass(frozen=True)
+class Actor:
+  """One object of a scene: its look, its class (None for a still bystander) and its track."""
+  appearance: demo_dataset.Appearance
+  class_index: Optional[int]
+  positions: np.ndarray  # [T, 2] (x, y) centre, y pointing down.
+  angles: np.ndarray  # [T] orientation, radians anticlockwise on screen.
+
+
+def _track(rng: np.random.Generator, class_index: Optional[int], num_frames: int, keyframe_centre: np.ndarray
+           ) -> Tuple[np.ndarray, np.ndarray]:
+  """Positions [T, 2] and angles [T] of an actor centred at `keyframe_centre` on the keyframe."""
+  steps = (np.arange(num_frames) - num_frames // 2).astype(np.float64)
+  angle0 = rng.uniform(0.0, 2 * np.pi)
+  still = np.tile(keyframe_centre, (num_frames, 1))
+  if class_index is None:
+    return still, np.full(num_frames, angle0)
+  name = CLASS_NAMES[class_index]
+  if name.startswith('rotate_'):
+    sign = 1.0 if name == 'rotate_ccw' else -1.0
+    return still, angle0 + sign * rng.uniform(*_ROTATION_SPEED) * steps
+  direction = np.deg2rad(float(name[len('move_'):len('move_') + 3]))
+  velocity = rng.uniform(*_TRANSLATION_SPEED) * np.array([np.cos(direction), -np.sin(direction)])
+  return keyframe_centre + steps[:, None] * velocity, np.full(num_frames, angle0)
+
+
+def _in_view(positions: np.ndarray, radius: float, size: int) -> bool:
+  return bool(np.all(positions >= radius) and np.all(positions <= size - radius))
+
+
+def sample_scene(rng: np.random.Generator, num_frames: int = 16, size: int = 64,
+                 max_actors: int = 3) -> List[Actor]:
+  """Draws 1-`max_actors` acting objects (and maybe a bystander) whose tracks stay inside the frame."""
+  num_actors = int(rng.integers(1, max_actors + 1))
+  classes: List[Optional[int]] = [int(c) for c in rng.integers(len(CLASS_NAMES), size=num_actors)]
+  if rng.uniform() < _BYSTANDER_PROBABILITY:
+    classes.append(None)
+  actors: List[Actor] = []
+  for class_index in classes:
+    appearance = demo_dataset.sample_appearance(rng, scale=1.0)
+    radius = appearance.radius
+    for _ in range(_PLACEMENT_ATTEMPTS):
+      centre = rng.uniform(radius, size - radius, size=2)
+      positions, angles = _track(rng, class_index, num_frames, centre)
+      apart = all(np.hypot(*(centre - other.positions[num_frames // 2])) >=
+                  _MIN_CENTRE_DISTANCE * (radius + other.appearance.radius) for other in actors)
+      if apart and _in_view(positions, radius, size):
+        actors.append(Actor(appearance, class_index, positions, angles))
+        break
+  if not any(actor.class_index is not None for actor in actors):  # Only when size is far too small.
+    raise ValueError(f'Frames of {size} px cannot hold an actor moving for {num_frames} frames.')
+  return actors
+
+
+def render_scene(rng: np.random.Generator, actors: Sequence[Actor], num_frames: int, size: int
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+  """Frames uint8 [T, S, S, 3] (actors drawn in order, later ones in front) and each actor's box [A, 4].
+
+  Boxes are normalised [ymin, xmin, ymax, xmax] of the pixels the actor covers (alpha >= 0.5) on the keyframe,
+  whether or not another actor hides them.
+  """
+  look = demo_dataset.sample_appearance(rng, scale=1.0)  # Only the background fields are used.
+  pixels = np.arange(size, dtype=np.float64) + 0.5
+  k = 2 * np.pi / look.grating_period
+  phase = k * np.cos(look.grating_angle) * pixels[None, :] + k * np.sin(look.grating_angle) * pixels[:, None]
+  background = (np.asarray(look.background_colour, np.float32) +
+                (look.grating_contrast * np.sin(phase + look.grating_phase)).astype(np.float32)[..., None])
+  frames = np.broadcast_to(background, (num_frames, size, size, 3)).copy()
+  boxes = []
+  for actor in actors:
+    dx = (pixels[None, None, :] - actor.positions[:, :1, None]).astype(np.float32)  # [T, 1, S]
+    dy = -(pixels[None, :, None] - actor.positions[:, 1:, None]).astype(np.float32)  # [T, S, 1], y up.
+    alpha, colour = demo_dataset.object_layer(actor.appearance, dx, dy, actor.angles)
+    frames += alpha * (colour - frames)
+    rows, cols = np.nonzero(alpha[num_frames // 2, ..., 0] >= 0.5)
+    boxes.append([rows.min(), cols.min(), rows.max() + 1, cols.max() + 1])
+  frames += np.float32(_NOISE_STD) * rng.standard_normal(size=frames.shape, dtype=np.float32)
+  frames = np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
+  return frames, np.asarray(boxes, np.float32).reshape(-1, 4) / size
 
 
 def render_keyframe(rng: np.random.Generator, num_frames: int = 16, size: int = 64
-                    ) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int, ...]]]:
+                    ) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int, ...]], np.ndarray]:
   """One synthetic clip.
 
   Returns:
     frames: uint8 `[num_frames, size, size, 3]`.
-    boxes: float32 `[A, 4]` normalised `[ymin, xmin, ymax, xmax]` of the actors at the keyframe.
-    labels: the class indices of each actor.
+    boxes: float32 `[A, 4]` normalised `[ymin, xmin, ymax, xmax]` of the acting objects at the keyframe.
+    labels: the class indices of each acting object.
+    bystander_boxes: float32 `[B, 4]` boxes of the still objects (no action, no ground truth).
   """
-  frames = rng.normal(0.25, 0.06, size=(num_frames, size, size, 3))
-  boxes, labels = [], []
-  for _ in range(int(rng.integers(1, 3))):
-    actions = _ACTIONS[int(rng.integers(len(_ACTIONS)))]
-    track, (height, width) = _actor_track(rng, actions, num_frames, size)
-    colour = rng.uniform(0.55, 1.0, size=3)
-    stripes = 0.8 + 0.2 * (np.arange(width) // 2 % 2)  # A texture, so that motion is visible inside the box.
-    for f, (y, x) in enumerate(track):
-      yi, xi = int(round(y)), int(round(x))
-      frames[f, yi:yi + height, xi:xi + width] = colour * stripes[None, :, None]
-    y, x = track[num_frames // 2]
-    boxes.append([y / size, x / size, (y + height) / size, (x + width) / size])
-    labels.append(tuple(actions))
-  frames = np.clip(frames * 255.0, 0, 255).astype(np.uint8)
-  return frames, np.clip(np.array(boxes, np.float32), 0.0, 1.0), labels
+  actors = sample_scene(rng, num_frames, size)
+  frames, all_boxes = render_scene(rng, actors, num_frames, size)
+  acting = np.array([actor.class_index is not None for actor in actors])
+  labels = [(actor.class_index,) for actor in actors if actor.class_index is not None]
+  return frames, all_boxes[acting], labels, all_boxes[~acting]
 
 
 def make_record(rng: np.random.Generator, video_id: str, num_frames: int = 16, size: int = 64) -> bytes:
   """A serialized detection SequenceExample of one synthetic keyframe (see `ava.make_detection_example`)."""
-  frames, boxes, labels = render_keyframe(rng, num_frames, size)
-  jitter = rng.uniform(-2.0, 2.0, size=boxes.shape) / size
-  proposals = np.clip(boxes + jitter, 0.0, 1.0)
+  frames, boxes, labels, bystanders = render_keyframe(rng, num_frames, size)
+  people = np.concatenate([boxes, bystanders])
+  proposals = np.clip(people + rng.uniform(-2.0, 2.0, size=people.shape) / size, 0.0, 1.0)
   background = np.array([[0.0, 0.0, 0.2, 0.2]], np.float32)
-  proposal_scores = np.concatenate([rng.uniform(0.85, 1.0, len(boxes)), [0.3]])
+  proposal_scores = np.concatenate([rng.uniform(0.85, 1.0, len(people)), [0.3]])
   example = ava.make_detection_example(
-      frames=frames, keyframe_index=num_frames // 2, video_id=video_id, timestamp=0, fps=float(num_frames),
+      frames=frames, keyframe_index=num_frames // 2, video_id=video_id, timestamp=0, fps=25.0,
       boxes=boxes, box_labels=labels, proposals=np.concatenate([proposals, background]),
       proposal_scores=proposal_scores)
   return example.SerializeToString()
@@ -90,26 +156,36 @@ def make_record(rng: np.random.Generator, video_id: str, num_frames: int = 16, s
 
 def write_split(output_dir: str, split: str, num_keyframes: int, num_shards: int, seed: int,
                 num_frames: int = 16, size: int = 64) -> List[str]:
-  """Writes `num_keyframes` records into `num_shards` shards `<split>-SSSSS-of-NNNNN.tfrecord`; returns paths."""
+  """Writes `num_keyframes` records into `num_shards` shards `<split>-SSSSS-of-NNNNN.tfrecord`; returns paths.
+
+  Shards are written under a temporary name and renamed at the end, so an interrupted run leaves no shard that
+  a training job would read as complete.
+  """
   tf.io.gfile.makedirs(output_dir)
   rng = np.random.default_rng([seed, sum(split.encode())])
   paths = [os.path.join(output_dir, f'{split}-{i:05d}-of-{num_shards:05d}.tfrecord') for i in range(num_shards)]
-  writers = [tf.io.TFRecordWriter(p) for p in paths]
+  partial = [os.path.join(output_dir, f'.{os.path.basename(p)}.partial') for p in paths]
+  writers = [tf.io.TFRecordWriter(p) for p in partial]
   try:
     for i in range(num_keyframes):
       writers[i % num_shards].write(make_record(rng, f'{split}_{i:05d}', num_frames, size))
-  finally:
-    for writer in writers:
+  except BaseException:
+    for writer, path in zip(writers, partial):
       writer.close()
+      tf.io.gfile.remove(path)
+    raise
+  for writer, path, final in zip(writers, partial, paths):
+    writer.close()
+    tf.io.gfile.rename(path, final, overwrite=True)
   return paths
 
 
 def label_map_text() -> str:
-  """The synthetic classes as an AVA-style label map (ids 1..3, in class-index order)."""
+  """The synthetic classes as an AVA-style label map (ids 1..8, in class-index order)."""
   return ''.join(f'item {{\n  name: "{name}"\n  id: {i + 1}\n}}\n' for i, name in enumerate(CLASS_NAMES))
 
 
-def generate(output_dir: str, num_train: int = 1024, num_val: int = 256, seed: int = 0) -> None:
+def generate(output_dir: str, num_train: int = 128, num_val: int = 512, seed: int = 0) -> None:
   """Writes both splits and `label_map.pbtxt` to `output_dir`."""
   write_split(output_dir, 'train', num_train, 4, seed)
   write_split(output_dir, 'val', num_val, 1, seed)
@@ -125,7 +201,7 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   flags.DEFINE_string('output_dir', 'demo_output/detection_tfrecords', 'Where to write the records.')
-  flags.DEFINE_integer('num_train', 1024, 'Training keyframes.')
-  flags.DEFINE_integer('num_val', 256, 'Validation keyframes.')
+  flags.DEFINE_integer('num_train', 128, 'Training keyframes (few, as labelled boxes are scarce).')
+  flags.DEFINE_integer('num_val', 512, 'Validation keyframes.')
   flags.DEFINE_integer('seed', 0, 'Random seed.')
   app.run(main)

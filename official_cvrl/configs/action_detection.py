@@ -238,9 +238,11 @@ def cvrl_action_detection_ava() -> cfg.ExperimentConfig:
   return config
 
 
-# The synthetic detection data (`python -m data_tools.synthetic_detection`): 64x64 keyframe clips of actors.
+# The synthetic detection data (`python -m data_tools.synthetic_detection`): 64x64 keyframe clips in which the
+# pretraining demo's objects do its eight motion actions.
 DEMO_DETECTION_ROOT = 'demo_output/detection_tfrecords'
-DEMO_DETECTION = cvrl.DatasetPreset('cvrl_detection_demo', 1024, 256, 3, 'train-*', 'val-*')
+# Few labelled keyframes, as in the semi-supervised protocol: that is where pretraining pays (docs/action_detection.md).
+DEMO_DETECTION = cvrl.DatasetPreset('cvrl_detection_demo', 128, 512, 8, 'train-*', 'val-*')
 
 
 @exp_factory.register_config_factory('cvrl_action_detection_demo')
@@ -254,7 +256,7 @@ def cvrl_action_detection_demo() -> cfg.ExperimentConfig:
       backbone=backbone, norm_activation=common.NormActivation(use_sync_bn=False), dropout_rate=0.2)
   for data in (config.task.train_data, config.task.validation_data):
     data.feature_shape = (8, 64, 64, 3)
-    data.max_num_boxes = 4
+    data.max_num_boxes = 6  # Up to 3 actors, a bystander and a background proposal.
     # The demo's actions are motion directions, which a flip swaps.
     data.flip_probability = 0.0
     data.shuffle_buffer_size = 1024

@@ -32,7 +32,7 @@ class ActionDetectionTaskTest(tf.test.TestCase):
 
   def _config(self, init_checkpoint=''):
     config = exp_factory.get_exp_config('cvrl_action_detection_demo')
-    data = {'feature_shape': [4, 32, 32, 3], 'global_batch_size': 2, 'num_classes': 3, 'max_num_boxes': 3}
+    data = {'feature_shape': [4, 32, 32, 3], 'global_batch_size': 2, 'num_classes': 8, 'max_num_boxes': 5}
     config.override({
         'task': {
             'init_checkpoint': init_checkpoint,
@@ -70,7 +70,7 @@ class ActionDetectionTaskTest(tf.test.TestCase):
       table = f.read().splitlines()
     self.assertTrue(table[-1].startswith('mAP@0.5IOU\t'))
     self.assertBetween(float(table[-1].split('\t')[1]), 0.0, 1.0)
-    self.assertEqual([line.split('\t')[1] for line in table[1:4]], ['1:move_right', '2:move_left', '3:bounce'])
+    self.assertEqual([line.split('\t')[1] for line in table[1:4]], ['1:move_000deg', '2:move_060deg', '3:move_120deg'])
 
   def test_evaluation_matches_the_evaluator_on_the_records(self):
     config = self._config()
@@ -78,7 +78,7 @@ class ActionDetectionTaskTest(tf.test.TestCase):
     model = task.build_model()
     dataset = task.build_inputs(config.task.validation_data)
     state = None
-    expected = ava_frame_map.FrameMAPEvaluator(class_ids=[0, 1, 2])
+    expected = ava_frame_map.FrameMAPEvaluator(class_ids=list(range(8)))
     for features, labels in dataset:
       outputs = task.validation_step((features, labels), model)
       state = task.aggregate_logs(state, outputs)
@@ -90,8 +90,8 @@ class ActionDetectionTaskTest(tf.test.TestCase):
         expected.add_groundtruth(key, labels['gt_boxes'][i].numpy()[gt][rows], classes)
         valid = features['box_mask'][i].numpy() > 0
         expected.add_box_scores(key, features['boxes'][i].numpy()[valid], scores[i][valid])
-        # The background proposal (score 0.3) is below the 0.8 threshold: one proposal per actor.
-        self.assertEqual(valid.sum(), gt.sum())
+        # The background proposal (score 0.3) is below the 0.8 threshold: one proposal per actor and bystander.
+        self.assertBetween(valid.sum() - gt.sum(), 0, 1)
     self.assertAllClose(task.reduce_aggregated_logs(state)['frame_map'], expected.evaluate().mean_ap)
 
   def test_loss_matches_numpy(self):
@@ -105,7 +105,7 @@ class ActionDetectionTaskTest(tf.test.TestCase):
     self.assertAllClose(action_detection.sigmoid_cross_entropy(classes, logits, mask), expected, atol=1e-6)
 
   def test_train_parser_pads_jitters_and_builds_multi_hot(self):
-    parser = detection_input.Parser(num_frames=4, temporal_stride=2, image_size=(16, 24), num_classes=3,
+    parser = detection_input.Parser(num_frames=4, temporal_stride=2, image_size=(16, 24), num_classes=8,
                                     max_num_boxes=3, box_jitter=0.0, flip_probability=0.0)
     decoder = detection_input.Decoder()
     record = next(iter(tf.data.TFRecordDataset(os.path.join(self.root, 'train-00000-of-00001.tfrecord'))))
@@ -116,7 +116,7 @@ class ActionDetectionTaskTest(tf.test.TestCase):
     num_boxes = int(tf.shape(decoded['clip/keyframe/bbox/ymin'])[0])
     self.assertAllEqual(features['box_mask'], [1.0] * num_boxes + [0.0] * (3 - num_boxes))
     self.assertAllClose(features['boxes'][:num_boxes, 0], decoded['clip/keyframe/bbox/ymin'])
-    expected = np.zeros([3, 3], np.float32)
+    expected = np.zeros([3, 8], np.float32)
     expected[decoded['clip/keyframe/label/box_index'].numpy(), decoded['clip/keyframe/label/class_index'].numpy()] = 1
     self.assertAllEqual(labels['classes'], expected)
 
