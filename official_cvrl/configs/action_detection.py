@@ -8,8 +8,9 @@ epochs, learning rate 0.2 at 32 videos (keyframes) per batch, divided by 10 at e
 Settings the paper leaves open, and our choice (those of SlowFast's AVA recipe, which the paper follows for the
 detection head):
 - res5 spatial stride 1 with dilation 2 (`backbone.r3d.res5_dilation: 2`), so boxes pool from a stride-16 map;
-- frames: the whole frame resized to 256x256 (boxes are normalised, so they follow); left-right flip 0.5;
-  ground-truth boxes jittered by up to 5% of their size in training;
+- frames resized to 256x256 (boxes are normalised, so they follow); in training a random crop of 0.8-1.0 of each
+  side first (SlowFast's scale jitter: short side 256-320, fixed crop), boxes less than a quarter inside dropped,
+  left-right flip 0.5, ground-truth boxes jittered by up to 5% of their size;
 - evaluation scores the person proposals whose detector score is >= 0.8;
 - dropout 0.5 before the classifier, weight decay 1e-7, SGD momentum 0.9 without warm-up.
 
@@ -62,6 +63,10 @@ class DetectionDataConfig(cfg.DataConfig):
     max_num_boxes: rows of the padded box tensors (ground truth in training; proposals and ground truth in
       evaluation, where a keyframe with more ground-truth boxes is an error).
     box_jitter: training jitter of ground-truth boxes, as a fraction of their size.
+    crop_scale_range: training scale jitter: a crop whose sides are a random fraction in this range of the frame's
+      is cut from every frame of the clip before resizing ((0.8, 1.0) matches SlowFast's short side 256-320 with a
+      fixed-size crop; (1, 1) keeps the whole frame).
+    min_visible_box_fraction: a training box with less of its area inside the crop is dropped.
     flip_probability: probability of flipping a training clip and its boxes left-right.
     proposal_score_threshold: evaluation classifies the proposals with at least this detector score.
     image_field_key: SequenceExample key of the frames.
@@ -73,6 +78,8 @@ class DetectionDataConfig(cfg.DataConfig):
   num_classes: int = 60
   max_num_boxes: int = 32
   box_jitter: float = 0.05
+  crop_scale_range: Tuple[float, float] = (0.8, 1.0)
+  min_visible_box_fraction: float = 0.25
   flip_probability: float = 0.5
   proposal_score_threshold: float = 0.8
   image_field_key: str = feature_keys.IMAGE_KEY
@@ -88,6 +95,12 @@ class DetectionDataConfig(cfg.DataConfig):
       raise ValueError(f'{key}.num_classes must be >= 1, got {self.num_classes}.')
     if self.box_jitter < 0 or not 0.0 <= self.flip_probability <= 1.0:
       raise ValueError(f'{key}.box_jitter must be >= 0 and {key}.flip_probability in [0, 1].')
+    low, high = self.crop_scale_range
+    if not 0.0 < low <= high <= 1.0:
+      raise ValueError(f'{key}.crop_scale_range must be (low, high) with 0 < low <= high <= 1, got '
+                       f'{tuple(self.crop_scale_range)}.')
+    if not 0.0 <= self.min_visible_box_fraction <= 1.0:
+      raise ValueError(f'{key}.min_visible_box_fraction must be in [0, 1], got {self.min_visible_box_fraction}.')
 
 
 @dataclasses.dataclass
@@ -257,8 +270,10 @@ def cvrl_action_detection_demo() -> cfg.ExperimentConfig:
   for data in (config.task.train_data, config.task.validation_data):
     data.feature_shape = (8, 64, 64, 3)
     data.max_num_boxes = 6  # Up to 3 actors, a bystander and a background proposal.
-    # The demo's actions are motion directions, which a flip swaps.
+    # The demo's actions are motion directions, which a flip swaps. No crop: the actors are small, and the
+    # pretraining demo saw them at this pixel size.
     data.flip_probability = 0.0
+    data.crop_scale_range = (1.0, 1.0)
     data.shuffle_buffer_size = 1024
   config.task.losses.l2_weight_decay = 0.0
   config.runtime.mixed_precision_dtype = 'float32'

@@ -6,9 +6,13 @@ their actions, and person proposals with detector scores.
 Stages:
   1. `Decoder.decode`: record -> raw tensors (encoded frames, box coordinate lists, label pairs, proposals);
   2. `Parser` (one example):
-     - `_sample_clip`: `num_frames` frames at `temporal_stride` centred on the keyframe (indices clamped to the
-       stored frames), decoded and resized to `[height, width]`. Boxes are normalised, so resizing the whole frame
-       leaves them unchanged;
+     - `_decode_clip`: `num_frames` frames at `temporal_stride` centred on the keyframe (indices clamped to the
+       stored frames); `_resize` brings them to `[height, width]`. Boxes are normalised, so resizing the whole
+       frame leaves them unchanged;
+     - training, `_random_crop`: a window whose sides are a random fraction (`crop_scale_range`) of the frame's,
+       at a random place, cut from every frame before resizing (scale jitter: SlowFast's short side 256-320 with
+       a fixed crop is the range (0.8, 1.0)); the boxes move into the window's coordinates, clipped to it, and a
+       box with less than `min_visible_box_fraction` of its area inside is dropped;
      - training, `_train_boxes`: the ground-truth boxes, each coordinate jittered by up to `box_jitter` times the
        box's height / width (as SlowFast's AVA training), the clip and its boxes flipped together with
        `flip_probability`; the multi-hot actions of each box are the targets;
@@ -96,6 +100,40 @@ def jitter_boxes(boxes: tf.Tensor, max_jitter: float) -> tf.Tensor:
   return tf.concat([low, high], axis=-1)
 
 
+def random_crop_window(height: tf.Tensor, width: tf.Tensor, scale_range: Tuple[float, float]) -> tf.Tensor:
+  """int32 `[4]` `(top, left, crop height, crop width)`: sides `f` times the frame's, f ~ U(scale_range)."""
+  scale = tf.random.uniform([], scale_range[0], scale_range[1])
+  size = tf.stack([height, width])
+  crop = tf.maximum(1, tf.cast(tf.round(scale * tf.cast(size, tf.float32)), tf.int32))
+  crop = tf.minimum(crop, size)
+  corner = tf.cast(tf.floor(tf.random.uniform([2]) * tf.cast(size - crop + 1, tf.float32)), tf.int32)
+  return tf.concat([tf.minimum(corner, size - crop), crop], axis=0)
+
+
+def crop_boxes(boxes: tf.Tensor, window: tf.Tensor, height: tf.Tensor, width: tf.Tensor
+               ) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Boxes in the coordinates of a crop window, clipped to it, and the fraction of each box inside it.
+
+  Args:
+    boxes: float32 `[N, 4]` normalised `[ymin, xmin, ymax, xmax]` in the whole frame.
+    window: int32 `[4]` `(top, left, crop height, crop width)` in pixels of the `height` x `width` frame.
+    height: frame height in pixels.
+    width: frame width in pixels.
+
+  Returns:
+    float32 `[N, 4]` boxes normalised to the window, and float32 `[N]` visible area fractions (0 for an empty
+    box).
+  """
+  size = tf.cast(tf.stack([height, width]), tf.float32)
+  window = tf.cast(window, tf.float32)
+  offset = tf.tile(window[:2] / size, [2])
+  extent = tf.tile(window[2:] / size, [2])
+  moved = (boxes - offset) / extent
+  clipped = tf.clip_by_value(moved, 0.0, 1.0)
+  area = lambda b: tf.reduce_prod(tf.maximum(b[:, 2:] - b[:, :2], 0.0), axis=-1)
+  return clipped, tf.math.divide_no_nan(area(clipped), area(moved))
+
+
 def flip_boxes(boxes: tf.Tensor) -> tf.Tensor:
   """Mirrors normalised `[N, 4]` boxes left-right."""
   ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
@@ -114,7 +152,9 @@ class Parser(parser.Parser):
                box_jitter: float = 0.05,
                flip_probability: float = 0.5,
                proposal_score_threshold: float = 0.8,
-               image_key: str = feature_keys.IMAGE_KEY):
+               image_key: str = feature_keys.IMAGE_KEY,
+               crop_scale_range: Tuple[float, float] = (1.0, 1.0),
+               min_visible_box_fraction: float = 0.25):
     """Initialises the parser.
 
     Args:
@@ -129,6 +169,9 @@ class Parser(parser.Parser):
       flip_probability: probability of a left-right flip of a training clip and its boxes.
       proposal_score_threshold: evaluation scores proposals whose detector score is at least this.
       image_key: decoded feature holding the encoded frames.
+      crop_scale_range: training crop side as a fraction of the frame side, `(low, high)` in (0, 1];
+        (1, 1) keeps whole frames.
+      min_visible_box_fraction: a training box with less of its area inside the crop is dropped.
     """
     if num_frames < 1 or temporal_stride < 1 or max_num_boxes < 1 or num_classes < 1:
       raise ValueError('num_frames, temporal_stride, max_num_boxes and num_classes must be >= 1, got '
@@ -136,6 +179,11 @@ class Parser(parser.Parser):
     if box_jitter < 0 or not 0.0 <= flip_probability <= 1.0:
       raise ValueError(f'box_jitter must be >= 0 and flip_probability in [0, 1], got {box_jitter}, '
                        f'{flip_probability}.')
+    if not 0.0 < crop_scale_range[0] <= crop_scale_range[1] <= 1.0 or not 0.0 <= min_visible_box_fraction <= 1.0:
+      raise ValueError('crop_scale_range must satisfy 0 < low <= high <= 1 and min_visible_box_fraction lie in '
+                       f'[0, 1], got {crop_scale_range}, {min_visible_box_fraction}.')
+    self._crop_scale_range = tuple(float(f) for f in crop_scale_range)
+    self._min_visible = min_visible_box_fraction
     self._num_frames = num_frames
     self._stride = temporal_stride
     self._image_size = tuple(int(s) for s in image_size)
@@ -146,14 +194,29 @@ class Parser(parser.Parser):
     self._score_threshold = proposal_score_threshold
     self._image_key = image_key
 
-  def _sample_clip(self, decoded: Dict[str, tf.Tensor]) -> tf.Tensor:
-    """uint8 `[T, H, W, 3]`: frames centred on the keyframe, clamped to the stored ones, resized."""
+  def _decode_clip(self, decoded: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """uint8 `[T, H, W, 3]`: frames centred on the keyframe, clamped to the stored ones, at stored size."""
     encoded = decoded[self._image_key]
     keyframe = tf.cast(decoded[detection_keys.KEYFRAME_INDEX_KEY], tf.int32)
     offsets = (tf.range(self._num_frames) - self._num_frames // 2) * self._stride
     indices = tf.clip_by_value(keyframe + offsets, 0, tf.shape(encoded)[0] - 1)
-    frames = tf.map_fn(lambda x: tf.io.decode_jpeg(x, channels=3), tf.gather(encoded, indices),
-                       fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+    return tf.map_fn(lambda x: tf.io.decode_jpeg(x, channels=3), tf.gather(encoded, indices),
+                     fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+
+  def _random_crop(self, frames: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor
+                   ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """One crop window for the whole clip; boxes moved into it, mostly hidden ones dropped with their actions."""
+    if self._crop_scale_range == (1.0, 1.0):
+      return frames, boxes, classes
+    height, width = tf.shape(frames)[1], tf.shape(frames)[2]
+    window = random_crop_window(height, width, self._crop_scale_range)
+    frames = frames[:, window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
+    boxes, visible = crop_boxes(boxes, window, height, width)
+    keep = visible >= tf.maximum(self._min_visible, 1e-6)
+    return frames, tf.boolean_mask(boxes, keep), tf.boolean_mask(classes, keep)
+
+  def _resize(self, frames: tf.Tensor) -> tf.Tensor:
+    """uint8 frames resized to `image_size` (boxes are normalised, so they follow)."""
     frames = tf.image.resize(frames, self._image_size, antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(frames), 0.0, 255.0), tf.uint8)
 
@@ -201,15 +264,15 @@ class Parser(parser.Parser):
     return tf.cast(tf.range(self._max_num_boxes) < num_rows, tf.float32)
 
   def _parse_train_data(self, decoded: Dict[str, tf.Tensor]):
-    image = self._sample_clip(decoded)
     boxes, classes = self._groundtruth(decoded)
-    image, boxes = self._train_boxes(image, boxes)
+    frames, boxes, classes = self._random_crop(self._decode_clip(decoded), boxes, classes)
+    image, boxes = self._train_boxes(self._resize(frames), boxes)
     features = {'image': image, 'boxes': pad_rows(boxes, self._max_num_boxes),
                 'box_mask': self._mask(tf.shape(boxes)[0])}
     return features, {'classes': pad_rows(classes, self._max_num_boxes)}
 
   def _parse_eval_data(self, decoded: Dict[str, tf.Tensor]):
-    image = self._sample_clip(decoded)
+    image = self._resize(self._decode_clip(decoded))
     gt_boxes, gt_classes = self._groundtruth(decoded)
     video_id = decoded[feature_keys.VIDEO_ID_KEY]
     timestamp = decoded[detection_keys.KEYFRAME_TIMESTAMP_KEY]

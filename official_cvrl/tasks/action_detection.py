@@ -128,7 +128,9 @@ class ActionDetectionTask(base_task.Task):
         box_jitter=params.box_jitter,
         flip_probability=params.flip_probability,
         proposal_score_threshold=params.proposal_score_threshold,
-        image_key=params.image_field_key)
+        image_key=params.image_field_key,
+        crop_scale_range=tuple(params.crop_scale_range),
+        min_visible_box_fraction=params.min_visible_box_fraction)
     return pretrain.build_video_dataset(
         params, parser.parse_fn(params.is_training), None, key=key, input_context=input_context,
         decoder_fn=detection_input.Decoder(image_key=params.image_field_key).decode)

@@ -1,0 +1,91 @@
+"""Tests of the demo driver's pieces (official_cvrl/demo.py) that do not need minutes of training.
+
+The stages themselves are the project's command-line tools, each tested on its own; here: the results table is
+built from the runs' real summary files, a failing stage stops the demo with its log, and finished stages are
+skipped.
+"""
+import json
+import os
+import sys
+
+from absl import flags
+from absl.testing import flagsaver
+import tensorflow as tf
+
+from official_cvrl import demo
+
+
+def _write_scalars(directory, step_values):
+  writer = tf.summary.create_file_writer(directory)
+  with writer.as_default():
+    for step, values in step_values.items():
+      for tag, value in values.items():
+        tf.summary.scalar(tag, value, step=step)
+  writer.close()
+
+
+class DemoTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+
+  def test_results_table_reads_the_last_evaluation_of_every_run(self):
+    root = self.get_temp_dir()
+    _write_scalars(os.path.join(root, 'pretrain', 'validation'),
+                   {500: {'contrastive_accuracy': 0.1}, 1000: {'contrastive_accuracy': 0.25, 'contrastive_loss': 3.5}})
+    _write_scalars(os.path.join(root, 'lin_cvrl', 'validation'),
+                   {100: {'accuracy': 0.5}, 500: {'accuracy': 0.875, 'top_5_accuracy': 1.0}})
+    _write_scalars(os.path.join(root, 'lin_random', 'validation'), {500: {'accuracy': 0.5, 'top_5_accuracy': 0.9}})
+    _write_scalars(os.path.join(root, 'det_cvrl', 'validation'), {400: {'frame_map': 0.75}})
+    _write_scalars(os.path.join(root, 'det_random', 'validation'), {400: {'frame_map': 0.4321}})
+    with flagsaver.flagsaver(seed=3):
+      table = demo.results_table(
+          root, os.path.join(root, 'pretrain'),
+          {'CVRL pretrained': os.path.join(root, 'lin_cvrl'), 'random init': os.path.join(root, 'lin_random')},
+          '/export', {'CVRL pretrained': os.path.join(root, 'det_cvrl'),
+                      'random init': os.path.join(root, 'det_random')})
+    self.assertIn('| CVRL pretrained | 87.5% | 100.0% |', table)
+    self.assertIn('| random init | 50.0% | 90.0% |', table)
+    self.assertIn('| random init | 43.2% |', table)
+    self.assertIn('held-out contrastive accuracy (positive ranked first): 25.0%', table)
+    with open(os.path.join(root, 'results.json')) as f:
+      results = json.load(f)
+    self.assertEqual(results['seed'], 3)
+    self.assertAllClose(results['linear_eval_test'][0]['top_1'], 0.875)
+    self.assertAllClose([r['frame_map'] for r in results['detection_frame_map']], [0.75, 0.4321])
+    self.assertAllClose(results['pretrain_validation_contrastive_loss'], 3.5)
+    with open(os.path.join(root, 'results.md')) as f:
+      self.assertIn(table, f.read())
+
+  def test_results_table_without_detection_has_no_detection_rows(self):
+    root = self.get_temp_dir()
+    _write_scalars(os.path.join(root, 'lin', 'validation'), {1: {'accuracy': 0.5, 'top_5_accuracy': 1.0}})
+    table = demo.results_table(root, os.path.join(root, 'missing'), {'x': os.path.join(root, 'lin')}, '/e')
+    self.assertNotIn('detection', table)
+    self.assertIn('positive ranked first): n/a', table)
+
+  def test_failing_stage_exits_with_its_code_and_keeps_the_log(self):
+    log = os.path.join(self.get_temp_dir(), 'logs', 'stage.log')
+    command = [sys.executable, '-c', 'import sys; print("error: no such file x.mp4"); sys.exit(3)']
+    with self.assertRaises(SystemExit) as raised:
+      demo.run_stage('broken', command, log)
+    self.assertEqual(raised.exception.code, 3)
+    with open(log) as f:
+      self.assertIn('error: no such file x.mp4', f.read())
+
+  def test_finished_detection_data_is_not_regenerated(self):
+    root = self.get_temp_dir()
+    records = os.path.join(root, 'detection_tfrecords')
+    os.makedirs(records)
+    with open(os.path.join(records, 'label_map.pbtxt'), 'w') as f:
+      f.write('item {\n  name: "a"\n  id: 1\n}\n')
+    self.assertEqual(demo.detection_data(root), records)
+    self.assertEqual(os.listdir(records), ['label_map.pbtxt'])
+    self.assertFalse(os.path.exists(os.path.join(root, 'logs')))
+
+
+if __name__ == '__main__':
+  tf.test.main()
