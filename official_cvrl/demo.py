@@ -269,6 +269,8 @@ def results_table(output_dir: str, pretrain_dir: str, eval_dirs: Dict[str, str],
 
 
 def main(_):
+  # The results stage reads summaries with tf.data in this process: keep TensorFlow's C++ logs out of the table.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   start = time.time()
   output_dir = os.path.abspath(FLAGS.output_dir)
   os.makedirs(output_dir, exist_ok=True)
