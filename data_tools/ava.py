@@ -352,6 +352,9 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  define_flags()
+  # Run the importable module rather than __main__: Beam workers unpickle the Keyframe items by module path, and
+  # `__main__.Keyframe` does not exist in a worker process.
+  from data_tools import ava as ava_module  # pylint: disable=g-import-not-at-top,import-self
+  ava_module.define_flags()
   # Options absl does not know are Beam's (--runner, --direct_num_workers, ...): keep them for the pipeline.
-  app.run(main, flags_parser=lambda argv: flags.FLAGS(argv, known_only=True))
+  app.run(ava_module.main, flags_parser=lambda argv: flags.FLAGS(argv, known_only=True))

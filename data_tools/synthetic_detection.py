@@ -18,8 +18,10 @@ positive), plus one background box scored 0.3, below the evaluation threshold of
     python -m data_tools.synthetic_detection --output_dir demo_output/detection_tfrecords
 
 writes `train-0000S-of-00004.tfrecord` (--num_train keyframes), `val-00000-of-00001.tfrecord` (--num_val) and
-`label_map.pbtxt`. Every shard is written to a temporary name and renamed when complete. Output is deterministic
-given --seed; train and val come from disjoint random streams.
+`label_map.pbtxt`. To try the real AVA toolchain instead, `--format=ava_movies` writes the same kind of scenes as
+raw mp4 movies with AVA-style annotation, proposal and label-map files, which `data_tools.ava` converts
+(docs/action_detection.md has the commands). Every file is written under a temporary name and renamed when
+complete. Output is deterministic given --seed; train and val come from disjoint random streams.
 """
 import dataclasses
 import os
@@ -140,17 +142,24 @@ def render_keyframe(rng: np.random.Generator, num_frames: int = 16, size: int = 
   return frames, all_boxes[acting], labels, all_boxes[~acting]
 
 
-def make_record(rng: np.random.Generator, video_id: str, num_frames: int = 16, size: int = 64) -> bytes:
-  """A serialized detection SequenceExample of one synthetic keyframe (see `ava.make_detection_example`)."""
-  frames, boxes, labels, bystanders = render_keyframe(rng, num_frames, size)
+def detector_proposals(rng: np.random.Generator, boxes: np.ndarray, bystanders: np.ndarray, size: int
+                       ) -> Tuple[np.ndarray, np.ndarray]:
+  """What a person detector would report: every object's box moved by up to 2 px with a confident score, and
+  one background box scored 0.3 (below the evaluation threshold). Returns boxes `[P, 4]` and scores `[P]`."""
   people = np.concatenate([boxes, bystanders])
   proposals = np.clip(people + rng.uniform(-2.0, 2.0, size=people.shape) / size, 0.0, 1.0)
   background = np.array([[0.0, 0.0, 0.2, 0.2]], np.float32)
-  proposal_scores = np.concatenate([rng.uniform(0.85, 1.0, len(people)), [0.3]])
+  scores = np.concatenate([rng.uniform(0.85, 1.0, len(people)), [0.3]])
+  return np.concatenate([proposals, background]).astype(np.float32), scores.astype(np.float32)
+
+
+def make_record(rng: np.random.Generator, video_id: str, num_frames: int = 16, size: int = 64) -> bytes:
+  """A serialized detection SequenceExample of one synthetic keyframe (see `ava.make_detection_example`)."""
+  frames, boxes, labels, bystanders = render_keyframe(rng, num_frames, size)
+  proposals, proposal_scores = detector_proposals(rng, boxes, bystanders, size)
   example = ava.make_detection_example(
       frames=frames, keyframe_index=num_frames // 2, video_id=video_id, timestamp=0, fps=25.0,
-      boxes=boxes, box_labels=labels, proposals=np.concatenate([proposals, background]),
-      proposal_scores=proposal_scores)
+      boxes=boxes, box_labels=labels, proposals=proposals, proposal_scores=proposal_scores)
   return example.SerializeToString()
 
 
@@ -180,6 +189,71 @@ def write_split(output_dir: str, split: str, num_keyframes: int, num_shards: int
   return paths
 
 
+def _csv_box(box: np.ndarray) -> str:
+  ymin, xmin, ymax, xmax = (float(v) for v in box)
+  return f'{xmin:.3f},{ymin:.3f},{xmax:.3f},{ymax:.3f}'  # AVA's column order: x1, y1, x2, y2.
+
+
+def render_movie(rng: np.random.Generator, video_id: str, seconds: int, fps: int, size: int
+                 ) -> Tuple[np.ndarray, List[str], List[str]]:
+  """A movie of one-second scenes, each centred on a whole second, and its AVA annotation / proposal rows.
+
+  Scene k fills frames `[k * fps - fps // 2, k * fps + fps // 2)`; keyframes are seconds 1..`seconds` (scene 0 is
+  cut in half and not annotated), so the clip `data_tools.ava` stores around second k (`--fps=<fps>`,
+  `--num_frames` x `--temporal_stride` = fps) is exactly scene k.
+
+  Returns:
+    frames uint8 `[(seconds + 1) * fps - fps // 2, size, size, 3]`, annotation CSV rows
+    (`video_id,timestamp,x1,y1,x2,y2,action_id,person_id`; action ids are class index + 1) and proposal rows
+    (`video_id,timestamp,x1,y1,x2,y2,,score`).
+  """
+  scenes, annotations, proposals = [], [], []
+  for second in range(seconds + 1):
+    frames, boxes, labels, bystanders = render_keyframe(rng, fps, size)
+    scenes.append(frames)
+    boxes_out, scores = detector_proposals(rng, boxes, bystanders, size)
+    if second == 0:
+      continue
+    for person, (box, actions) in enumerate(zip(boxes, labels)):
+      annotations += [f'{video_id},{second:04d},{_csv_box(box)},{action + 1},{person}' for action in actions]
+    proposals += [f'{video_id},{second:04d},{_csv_box(box)},,{score:.3f}' for box, score in zip(boxes_out, scores)]
+  return np.concatenate(scenes)[fps // 2:], annotations, proposals
+
+
+def _write_text(path: str, lines: Sequence[str]) -> None:
+  partial = path + '.partial'
+  with open(partial, 'w') as f:
+    f.write(''.join(line + '\n' for line in lines))
+  os.replace(partial, path)
+
+
+def write_ava_movies(output_dir: str, num_train_movies: int = 8, num_val_movies: int = 4, seconds: int = 16,
+                     seed: int = 0, fps: int = 16, size: int = 64) -> None:
+  """Writes synthetic data in AVA's raw layout, for trying `data_tools.ava` without downloading AVA.
+
+  Layout: `movies/synth_{train,val}_NNN.mp4` (H.264), `ava_train.csv`, `ava_val.csv` (annotations),
+  `ava_val_predicted_boxes.csv` (person proposals) and `label_map.pbtxt` (action ids 1..8). Every file is
+  written under a temporary name and renamed, so an interrupted run leaves no truncated movie or CSV.
+  """
+  movies_dir = os.path.join(output_dir, 'movies')
+  os.makedirs(movies_dir, exist_ok=True)
+  for split, count in (('train', num_train_movies), ('val', num_val_movies)):
+    rng = np.random.default_rng([seed, sum(split.encode()), 0xa7a])
+    annotations, proposals = [], []
+    for index in range(count):
+      video_id = f'synth_{split}_{index:03d}'
+      frames, annotation_rows, proposal_rows = render_movie(rng, video_id, seconds, fps, size)
+      partial = os.path.join(movies_dir, f'.{video_id}.mp4.partial')
+      demo_dataset.encode_video(frames, partial, fps=fps, crf=12)
+      os.replace(partial, os.path.join(movies_dir, f'{video_id}.mp4'))
+      annotations += annotation_rows
+      proposals += proposal_rows
+    _write_text(os.path.join(output_dir, f'ava_{split}.csv'), annotations)
+    if split == 'val':
+      _write_text(os.path.join(output_dir, 'ava_val_predicted_boxes.csv'), proposals)
+  _write_text(os.path.join(output_dir, 'label_map.pbtxt'), label_map_text().splitlines())
+
+
 def label_map_text() -> str:
   """The synthetic classes as an AVA-style label map (ids 1..8, in class-index order)."""
   return ''.join(f'item {{\n  name: "{name}"\n  id: {i + 1}\n}}\n' for i, name in enumerate(CLASS_NAMES))
@@ -195,13 +269,25 @@ def generate(output_dir: str, num_train: int = 128, num_val: int = 512, seed: in
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  generate(flags.FLAGS.output_dir, flags.FLAGS.num_train, flags.FLAGS.num_val, flags.FLAGS.seed)
-  print(f'Wrote {flags.FLAGS.num_train} train and {flags.FLAGS.num_val} val keyframes to {flags.FLAGS.output_dir}.')
+  f = flags.FLAGS
+  if f.format == 'records':
+    generate(f.output_dir, f.num_train, f.num_val, f.seed)
+    print(f'Wrote {f.num_train} train and {f.num_val} val keyframes to {f.output_dir}.')
+  else:
+    write_ava_movies(f.output_dir, f.num_train_movies, f.num_val_movies, f.seconds_per_movie, f.seed)
+    print(f'Wrote {f.num_train_movies} train and {f.num_val_movies} val movies of {f.seconds_per_movie} annotated '
+          f'seconds (16 fps, 64x64) with AVA-style CSVs to {f.output_dir}.')
 
 
 if __name__ == '__main__':
-  flags.DEFINE_string('output_dir', 'demo_output/detection_tfrecords', 'Where to write the records.')
-  flags.DEFINE_integer('num_train', 128, 'Training keyframes (few, as labelled boxes are scarce).')
-  flags.DEFINE_integer('num_val', 512, 'Validation keyframes.')
+  flags.DEFINE_enum('format', 'records', ['records', 'ava_movies'],
+                    'records: keyframe TFRecords, ready to train on; ava_movies: mp4 movies with AVA-style CSVs, '
+                    'the input of data_tools.ava.')
+  flags.DEFINE_string('output_dir', 'demo_output/detection_tfrecords', 'Where to write.')
+  flags.DEFINE_integer('num_train', 128, 'records: training keyframes (few, as labelled boxes are scarce).')
+  flags.DEFINE_integer('num_val', 512, 'records: validation keyframes.')
+  flags.DEFINE_integer('num_train_movies', 8, 'ava_movies: training movies.')
+  flags.DEFINE_integer('num_val_movies', 4, 'ava_movies: validation movies.')
+  flags.DEFINE_integer('seconds_per_movie', 16, 'ava_movies: annotated keyframes (seconds) per movie.')
   flags.DEFINE_integer('seed', 0, 'Random seed.')
   app.run(main)

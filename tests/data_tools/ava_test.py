@@ -1,11 +1,14 @@
 """Tests of the AVA CSV parsing and keyframe conversion on a tiny fake movie written with PyAV."""
 import glob
 import os
+import subprocess
+import sys
 
 import numpy as np
 import tensorflow as tf
 
 from data_tools import ava
+from data_tools import synthetic_detection
 from official_cvrl.dataloaders import detection_input
 from official_cvrl.evaluation import ava_frame_map
 from tests.data_tools import video_fixtures
@@ -99,6 +102,23 @@ class AvaTest(tf.test.TestCase):
     self.assertAllEqual(features['box_mask'], [1.0, 0.0])  # Only the 0.95 proposal is >= 0.8.
     levels = [float(np.mean(f)) for f in features['image'].numpy()]
     self.assertAllClose(levels, [video_fixtures.gray_level(i) for i in (6, 8, 10, 12)], atol=3)
+
+  def test_command_line_with_beam_worker_processes(self):
+    # Worker processes unpickle the keyframe items: they must refer to data_tools.ava, not the CLI's __main__.
+    raw = os.path.join(self.get_temp_dir(), 'cli_raw')
+    synthetic_detection.write_ava_movies(raw, num_train_movies=1, num_val_movies=0, seconds=2, fps=8, size=32)
+    output_dir = os.path.join(self.get_temp_dir(), 'cli_records')
+    command = [sys.executable, '-m', 'data_tools.ava', '--split=train',
+               f'--annotations={os.path.join(raw, "ava_train.csv")}',
+               f'--label_map={os.path.join(raw, "label_map.pbtxt")}', f'--movies_dir={os.path.join(raw, "movies")}',
+               f'--output_dir={output_dir}', '--fps=8', '--num_frames=4', '--temporal_stride=2', '--short_side=32',
+               '--num_shards=2', '--direct_running_mode=multi_processing', '--direct_num_workers=2']
+    process = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300,
+                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    self.assertEqual(process.returncode, 0, process.stdout[-2000:] + process.stderr[-3000:])
+    self.assertIn('2 of 2 inputs converted; 0 failed', process.stdout)
+    records = list(tf.data.TFRecordDataset(sorted(glob.glob(os.path.join(output_dir, 'train-*.tfrecord')))))
+    self.assertLen(records, 2)
 
   def test_missing_movie_is_reported(self):
     output_dir = os.path.join(self.get_temp_dir(), 'missing')

@@ -10,6 +10,8 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
+from data_tools import ava
+from data_tools import demo_dataset
 from data_tools import synthetic_detection
 from official_cvrl.dataloaders import detection_input
 from official_cvrl.dataloaders import detection_keys
@@ -141,6 +143,43 @@ class SyntheticDetectionTest(tf.test.TestCase):
       with self.assertRaises(KeyboardInterrupt):
         synthetic_detection.write_split(root, 'train', 6, 2, seed=0)
     self.assertEqual(os.listdir(root), [])
+
+  def test_movie_scenes_are_centred_on_their_annotated_seconds(self):
+    fps, size, seconds = 8, 32, 3
+    movie, annotations, proposals = synthetic_detection.render_movie(np.random.default_rng(4), 'm', seconds, fps, size)
+    self.assertEqual(len(movie), (seconds + 1) * fps - fps // 2)
+    replay = np.random.default_rng(4)  # The same draws, scene by scene.
+    for second in range(seconds + 1):
+      frames, boxes, labels, bystanders = synthetic_detection.render_keyframe(replay, fps, size)
+      synthetic_detection.detector_proposals(replay, boxes, bystanders, size)
+      if second == 0:
+        self.assertAllEqual(movie[:fps // 2], frames[fps // 2:])  # Only its second half is in the movie.
+        continue
+      self.assertAllEqual(movie[second * fps - fps // 2:second * fps + fps // 2], frames)
+      self.assertAllEqual(movie[second * fps], frames[fps // 2])  # Time `second` shows the keyframe.
+      rows = [r.split(',') for r in annotations if r.split(',')[1] == f'{second:04d}']
+      self.assertEqual([int(r[6]) - 1 for r in rows], [label[0] for label in labels])
+      xyxy = np.array([[float(v) for v in r[2:6]] for r in rows])
+      self.assertAllClose(xyxy[:, [1, 0, 3, 2]], boxes, atol=5e-4)
+      num_proposals = sum(r.split(',')[1] == f'{second:04d}' for r in proposals)
+      self.assertEqual(num_proposals, len(boxes) + len(bystanders) + 1)
+    self.assertFalse(any(r.split(',')[1] == '0000' for r in annotations + proposals))
+
+  def test_ava_movies_layout_parses_with_the_ava_readers(self):
+    root = os.path.join(self.get_temp_dir(), 'ava_layout')
+    synthetic_detection.write_ava_movies(root, num_train_movies=2, num_val_movies=1, seconds=2, fps=8, size=32)
+    self.assertCountEqual(os.listdir(os.path.join(root, 'movies')),
+                          ['synth_train_000.mp4', 'synth_train_001.mp4', 'synth_val_000.mp4'])
+    self.assertCountEqual(os.listdir(root), ['movies', 'ava_train.csv', 'ava_val.csv',
+                                             'ava_val_predicted_boxes.csv', 'label_map.pbtxt'])
+    items = ava_frame_map.read_label_map_pbtxt(os.path.join(root, 'label_map.pbtxt'))
+    keyframes = ava.read_annotations(os.path.join(root, 'ava_train.csv'), {i: i - 1 for i, _ in items})
+    self.assertCountEqual(keyframes, ['synth_train_000,0001', 'synth_train_000,0002', 'synth_train_001,0001',
+                                      'synth_train_001,0002'])
+    ava.read_proposals(os.path.join(root, 'ava_val_predicted_boxes.csv'), keyframes)
+    self.assertTrue(all(k.proposals for k in keyframes.values() if k.video_id.startswith('synth_val')))
+    # 8 fps x (2 + 1) seconds minus half a scene.
+    self.assertLen(demo_dataset.decode_video(os.path.join(root, 'movies', 'synth_val_000.mp4')), 20)
 
   def test_label_map_lists_the_demo_classes(self):
     entries = ava_frame_map.parse_label_map_pbtxt(synthetic_detection.label_map_text())

@@ -15,6 +15,7 @@ from official_cvrl import registry_imports  # pylint: disable=unused-import
 from official_cvrl.dataloaders import detection_input
 from official_cvrl.evaluation import ava_frame_map
 from official_cvrl.tasks import action_detection
+from data_tools import ava
 from data_tools import synthetic_detection
 from tests.utils import checkpoints_test
 
@@ -93,6 +94,34 @@ class ActionDetectionTaskTest(tf.test.TestCase):
         # The background proposal (score 0.3) is below the 0.8 threshold: one proposal per actor and bystander.
         self.assertBetween(valid.sum() - gt.sum(), 0, 1)
     self.assertAllClose(task.reduce_aggregated_logs(state)['frame_map'], expected.evaluate().mean_ap)
+
+  def test_synthetic_ava_movies_convert_train_and_evaluate(self):
+    # The raw AVA layout (mp4 movies + CSVs) -> data_tools.ava -> training -> frame mAP, as the README's commands.
+    raw = os.path.join(self.get_temp_dir(), 'ava_raw')
+    synthetic_detection.write_ava_movies(raw, num_train_movies=2, num_val_movies=1, seconds=2, fps=8, size=32)
+    records = os.path.join(self.get_temp_dir(), 'ava_records')
+    settings = ava.ClipSettings(num_frames=4, temporal_stride=2, fps=8.0, short_side=32)
+    for split, proposals in (('train', ''), ('val', os.path.join(raw, 'ava_val_predicted_boxes.csv'))):
+      result = ava.convert(os.path.join(raw, f'ava_{split}.csv'), os.path.join(raw, 'label_map.pbtxt'),
+                           os.path.join(raw, 'movies'), records, split, proposals=proposals, settings=settings,
+                           num_shards=1, in_process=True)
+      self.assertEqual((result.num_failed, len(result.entries)), (0, 4 if split == 'train' else 2))
+    config = self._config()
+    config.override({'task': {
+        'train_data': {'input_path': os.path.join(records, 'train-*')},
+        'validation_data': {'input_path': os.path.join(records, 'val-*')},
+        'evaluation': {'label_map_path': os.path.join(records, 'label_map.pbtxt')}}}, is_strict=True)
+    model_dir = os.path.join(self.get_temp_dir(), 'ava_detection')
+    train_lib.run_experiment(distribution_strategy=tf.distribute.get_strategy(),
+                             task=task_factory.get_task(config.task, logging_dir=model_dir), mode='train_and_eval',
+                             params=config, model_dir=model_dir)
+    with open(os.path.join(model_dir, 'frame_map', 'per_class_ap-3.tsv')) as f:
+      table = f.read().splitlines()
+    ground_truth_boxes = sum(int(line.split('\t')[2]) for line in table[1:-1])
+    with open(os.path.join(raw, 'ava_val.csv')) as f:
+      self.assertEqual(ground_truth_boxes, len(f.read().splitlines()))  # Every annotated val box was scored.
+    self.assertBetween(float(table[-1].split('\t')[1]), 0.0, 1.0)
+    self.assertIn('2 keyframes', table[-1])
 
   def test_loss_matches_numpy(self):
     rng = np.random.default_rng(0)
