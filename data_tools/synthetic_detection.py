@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from data_tools import ava
 from data_tools import demo_dataset
+from official_cvrl.utils import errors
 
 CLASS_NAMES = demo_dataset.CLASS_NAMES
 _TRANSLATION_SPEED = (1.0, 1.6)  # px/frame, as in the demo videos.
@@ -267,9 +268,24 @@ def generate(output_dir: str, num_train: int = 128, num_val: int = 512, seed: in
     f.write(label_map_text())
 
 
+def check_counts(**counts: int) -> None:
+  """Raises a UserInputError naming the flag when a count is below 1 (an empty split trains on nothing)."""
+  for name, value in counts.items():
+    if value < 1:
+      raise errors.UserInputError(f'--{name} must be >= 1, got {value}.')
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
   f = flags.FLAGS
+  try:
+    if f.format == 'records':
+      check_counts(num_train=f.num_train, num_val=f.num_val)
+    else:
+      check_counts(num_train_movies=f.num_train_movies, num_val_movies=f.num_val_movies,
+                   seconds_per_movie=f.seconds_per_movie)
+  except errors.UserInputError as e:
+    raise app.UsageError(str(e)) from e
   if f.format == 'records':
     generate(f.output_dir, f.num_train, f.num_val, f.seed)
     print(f'Wrote {f.num_train} train and {f.num_val} val keyframes to {f.output_dir}.')

@@ -17,6 +17,7 @@ from official_cvrl.dataloaders import detection_input
 from official_cvrl.dataloaders import detection_keys
 from official_cvrl.dataloaders import feature_keys
 from official_cvrl.evaluation import ava_frame_map
+from official_cvrl.utils import errors
 
 _FRAMES, _SIZE = 16, 64
 
@@ -180,6 +181,10 @@ class SyntheticDetectionTest(tf.test.TestCase):
     self.assertTrue(all(k.proposals for k in keyframes.values() if k.video_id.startswith('synth_val')))
     # 8 fps x (2 + 1) seconds minus half a scene.
     self.assertLen(demo_dataset.decode_video(os.path.join(root, 'movies', 'synth_val_000.mp4')), 20)
+
+  def test_empty_splits_are_refused_with_the_flag_named(self):
+    with self.assertRaisesRegex(errors.UserInputError, '--num_val must be >= 1, got 0'):
+      synthetic_detection.check_counts(num_train=4, num_val=0)
 
   def test_label_map_lists_the_demo_classes(self):
     entries = ava_frame_map.parse_label_map_pbtxt(synthetic_detection.label_map_text())
