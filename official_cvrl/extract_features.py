@@ -12,8 +12,9 @@ r"""Embeds videos with an exported CVRL SavedModel: video files or TFRecords in,
       --input_format=tfrecord --output=val_embeddings.npz
 
 Video files are decoded with `data_tools.video_reader` (PyAV) at --fps with their short side resized to the
-model's crop size and cut to their centre square; `--num_clips` evenly spaced clips of the exported clip length
-and stride are taken. TFRecord videos are sampled by `export_module.sample_clips_from_example`, the function the
+model's crop size and cut to their centre square (or, with `--num_crops=3`, to three squares at both ends and
+the centre of the long side, the paper's 3-crop testing); `--num_clips` evenly spaced clips of the exported clip
+length and stride are taken. TFRecord videos are sampled by `export_module.sample_clips_from_example`, the function the
 `serve_examples` signature runs. The clips of a video go through the `serve_video_clips` signature, which
 averages them into one embedding per video.
 
@@ -50,6 +51,7 @@ from data_tools import sources
 from data_tools import video_reader
 from official_cvrl.dataloaders import feature_keys
 from official_cvrl.ops import multi_view
+from official_cvrl.ops import video_augment
 from official_cvrl.serving import export_module
 from official_cvrl.utils import errors
 from official_cvrl.utils import input_files
@@ -75,7 +77,7 @@ class VideoClips:
   """The sampled clips of one video, ready to embed."""
   video_id: str
   label: int
-  clips: np.ndarray  # uint8 [num_clips, T, S, S, 3]
+  clips: np.ndarray  # uint8 [num_clips * num_crops, T, S, S, 3]
 
 
 def resolve_saved_model(path: str) -> str:
@@ -130,8 +132,17 @@ def center_square(frames: np.ndarray) -> np.ndarray:
   return frames[:, top:top + side, left:left + side]
 
 
+def square_views(frames: np.ndarray, num_crops: int) -> List[np.ndarray]:
+  """Squares (side = short side) of frames `[N, H, W, 3]`: the centre one, or both ends and the centre of the
+  long side (the windows of `video_augment.three_crop_windows`, as the evaluation's 3-crop testing)."""
+  if num_crops == 1:
+    return [center_square(frames)]
+  windows = video_augment.three_crop_windows(tf.constant(frames.shape[1:3])).numpy()
+  return [frames[:, top:top + height, left:left + width] for top, left, height, width in windows]
+
+
 def load_video_clips(record: sources.VideoRecord, label: int, embedder: Embedder, num_clips: int, fps: float,
-                     short_side: int) -> VideoClips:
+                     short_side: int, num_crops: int = 1) -> VideoClips:
   """Decodes a video file and samples its clips.
 
   Frames are decoded with their short side at `short_side` and cut to their centre square, so the clips of all
@@ -143,9 +154,9 @@ def load_video_clips(record: sources.VideoRecord, label: int, embedder: Embedder
   """
   frames, _ = video_reader.read_video(record.path, fps=fps, short_side=short_side, start=record.start,
                                       end=record.end)
-  frames = center_square(frames)
+  squares = square_views(frames, num_crops)
   indices = clip_indices(len(frames), embedder.num_frames, embedder.temporal_stride, num_clips)
-  return VideoClips(record.video_id, label, frames[indices])
+  return VideoClips(record.video_id, label, np.stack([square[clip] for clip in indices for square in squares]))
 
 
 def _prefetch_ordered(function: Callable[..., T], items: Sequence, workers: int, window: int) -> Iterator:
@@ -192,7 +203,7 @@ def list_videos(input_path: str, input_format: str, label_map_path: Optional[str
 
 def video_file_clips(records, labels: Dict[str, int], class_names: Optional[List[str]], embedder: Embedder,
                      num_clips: int, fps: float, short_side: int, workers: int, window: int,
-                     failures: List[Failure]) -> Iterator[VideoClips]:
+                     failures: List[Failure], num_crops: int = 1) -> Iterator[VideoClips]:
   """Yields the clips of each readable video; unreadable ones are appended to `failures`."""
   for record in records:
     if class_names is not None and labels.get(record.video_id, -1) < 0:
@@ -202,7 +213,7 @@ def video_file_clips(records, labels: Dict[str, int], class_names: Optional[List
 
   def load(record):
     return load_video_clips(record, labels.get(record.video_id, feature_keys.UNLABELED_INDEX), embedder,
-                            num_clips, fps, short_side)
+                            num_clips, fps, short_side, num_crops)
 
   for record, result in _prefetch_ordered(load, records, workers, window):
     if isinstance(result, video_reader.VideoReadError):
@@ -225,7 +236,7 @@ def _record_id(serialized: bytes, fallback: str) -> str:
 
 
 def tfrecord_clips(input_path: str, embedder: Embedder, num_clips: int, batch_size: int,
-                   failures: List[Failure]) -> Iterator[VideoClips]:
+                   failures: List[Failure], num_crops: int = 1) -> Iterator[VideoClips]:
   """Yields the clips of each record of the TFRecord set; bad records and corrupt files go to `failures`."""
   files = input_files.resolve_input_files(input_path, key='--input')
 
@@ -233,10 +244,11 @@ def tfrecord_clips(input_path: str, embedder: Embedder, num_clips: int, batch_si
   def sample(serialized):
     return tf.map_fn(
         lambda s: export_module.sample_clips_from_example(s, num_clips, embedder.num_frames,
-                                                          embedder.temporal_stride, embedder.crop_size),
+                                                          embedder.temporal_stride, embedder.crop_size,
+                                                          num_crops=num_crops),
         serialized,
         fn_output_signature={
-            'clips': tf.TensorSpec([num_clips, embedder.num_frames, embedder.crop_size, embedder.crop_size, 3],
+            'clips': tf.TensorSpec([num_clips * num_crops, embedder.num_frames, embedder.crop_size, embedder.crop_size, 3],
                                    tf.uint8),
             export_module.VIDEO_ID: tf.TensorSpec([], tf.string),
             export_module.LABEL: tf.TensorSpec([], tf.int64)})
@@ -341,11 +353,11 @@ def embed_all(items: Iterable[VideoClips], embedder: Embedder, batch_size: int, 
 
 
 def write_npz(path: str, ids: List[str], labels: List[int], outputs: Dict[str, np.ndarray],
-              class_names: Optional[List[str]], saved_model: str, num_clips: int) -> None:
+              class_names: Optional[List[str]], saved_model: str, num_clips: int, num_crops: int = 1) -> None:
   """Writes the embeddings atomically (temporary file, then rename)."""
   arrays = dict(outputs)
   arrays.update(video_ids=np.array(ids, dtype=str), labels=np.array(labels, dtype=np.int64),
-                saved_model=np.array(saved_model), num_clips=np.array(num_clips))
+                saved_model=np.array(saved_model), num_clips=np.array(num_clips), num_crops=np.array(num_crops))
   if class_names is not None:
     arrays['class_names'] = np.array(class_names, dtype=str)
   buffer = io.BytesIO()  # np.savez seeks back into the file, which gfile's writers cannot.
@@ -377,7 +389,8 @@ def failure_report_path(output: str) -> str:
 
 def run(saved_model_dir: str, input_path: str, output: str, input_format: str = 'videos', num_clips: int = 1,
         batch_size: int = 8, fps: float = video_reader.DEFAULT_FPS, short_side: int = 0,
-        label_map_path: Optional[str] = None, workers: int = 2, progress_interval: float = 10.0) -> int:
+        label_map_path: Optional[str] = None, workers: int = 2, progress_interval: float = 10.0,
+        num_crops: int = 1) -> int:
   """Extracts the embeddings; see the module docstring.
 
   Returns:
@@ -392,19 +405,22 @@ def run(saved_model_dir: str, input_path: str, output: str, input_format: str = 
     raise errors.UserInputError(f'--output={output} must end with .npz or .tfrecord (the output format).')
   if num_clips < 1 or batch_size < 1:
     raise errors.UserInputError(f'--num_clips and --batch_size must be >= 1, got {num_clips} and {batch_size}.')
+  if num_crops not in multi_view.TEST_CROP_COUNTS:
+    raise errors.UserInputError(f'--num_crops must be 1 or 3, got {num_crops}.')
   embedder = Embedder(saved_model_dir)
   failures: List[Failure] = []
   class_names = None
   if input_format == 'tfrecord':
-    items = tfrecord_clips(input_path, embedder, num_clips, batch_size, failures)
+    items = tfrecord_clips(input_path, embedder, num_clips, batch_size, failures, num_crops)
     total = None
   else:
     records, labels, class_names = list_videos(input_path, input_format, label_map_path)
     items = video_file_clips(records, labels, class_names, embedder, num_clips, fps,
-                             short_side or embedder.crop_size, workers, window=2 * batch_size, failures=failures)
+                             short_side or embedder.crop_size, workers, window=2 * batch_size, failures=failures,
+                             num_crops=num_crops)
     total = len(records)
   print(f'Embedding {total if total is not None else "the"} videos of {input_path} with {embedder.path} '
-        f'({num_clips} clip(s) of {embedder.num_frames} frames at stride {embedder.temporal_stride}, '
+        f'({num_clips} clip(s) x {num_crops} crop(s) of {embedder.num_frames} frames at stride {embedder.temporal_stride}, '
         f'{embedder.crop_size}x{embedder.crop_size}).', file=sys.stderr, flush=True)
   ids, labels_out, outputs = embed_all(items, embedder, batch_size, failures, Progress(total, progress_interval))
 
@@ -418,7 +434,7 @@ def run(saved_model_dir: str, input_path: str, output: str, input_format: str = 
     print(f'failed: {failure.video_id}: {failure.reason}: {failure.message}', file=sys.stderr, flush=True)
   if ids:
     if output.endswith('.npz'):
-      write_npz(output, ids, labels_out, outputs, class_names, embedder.path, num_clips)
+      write_npz(output, ids, labels_out, outputs, class_names, embedder.path, num_clips, num_crops)
     else:
       write_tfrecord(output, ids, labels_out, outputs)
   summary = f'Wrote {len(ids)} embeddings to {output}' if ids else 'No video could be embedded; nothing written'
@@ -437,6 +453,9 @@ def define_flags() -> None:
   flags.DEFINE_enum('input_format', 'videos', INPUT_FORMATS, 'How to read --input.')
   flags.DEFINE_string('output', None, 'Output file: <name>.npz or <name>.tfrecord.')
   flags.DEFINE_integer('num_clips', 1, 'Evenly spaced clips averaged into each video\'s embedding.')
+  flags.DEFINE_integer(
+      'num_crops', 1, 'Spatial views per clip averaged too: 1 (centre square) or 3 (both ends and centre of the '
+      'long side, the paper\'s 3-crop testing).')
   flags.DEFINE_integer('batch_size', 8, 'Videos per model call (each with --num_clips clips).')
   flags.DEFINE_float(
       'fps', video_reader.DEFAULT_FPS, 'Video files: decoding frame rate (0 keeps each file\'s rate); use the rate '
@@ -455,7 +474,7 @@ def main(_):
   try:
     embedded = run(FLAGS.saved_model_dir, FLAGS.input, FLAGS.output, FLAGS.input_format, FLAGS.num_clips,
                    FLAGS.batch_size, FLAGS.fps, FLAGS.short_side, FLAGS.label_map, FLAGS.workers,
-                   FLAGS.progress_interval)
+                   FLAGS.progress_interval, FLAGS.num_crops)
   except errors.UserInputError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)

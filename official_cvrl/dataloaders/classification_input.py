@@ -131,12 +131,7 @@ class Parser(parser.Parser):
 
   def _crop_eval_views(self, clips: tf.Tensor) -> tf.Tensor:
     """Crops of the short side's square resized to `crop_size`: uint8 `[clips * crops, T, S, S, 3]`."""
-    shape_hw = tf.shape(clips)[2:4]
-    if self._num_test_crops == 3:
-      windows = video_augment.three_crop_windows(shape_hw)
-    else:
-      windows = video_augment.central_crop_window(shape_hw)[tf.newaxis]
-    return multi_view.crop_and_resize_views(clips, windows, self._crop_size)
+    return multi_view.crop_test_views(clips, self._crop_size, self._num_test_crops)
 
   def _parse_train_data(self, decoded_tensors: Dict[str, tf.Tensor]
                         ) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:

@@ -8,6 +8,7 @@ test size) and averages the 30 softmax outputs. The functions here are pure Tens
 - `clips_frame_indices`: frame indices of evenly spaced clips;
 - `decode_frames_once`: decodes every distinct frame of the clips once, even where clips overlap;
 - `crop_and_resize_views`: cuts the crop windows from decoded frames and resizes them;
+- `crop_test_views`: the protocol's 1 (centre) or 3 spatial views of every clip;
 - `average_views`: averages per-view scores into per-video scores.
 """
 from typing import Optional, Tuple, Union
@@ -15,6 +16,9 @@ from typing import Optional, Tuple, Union
 import tensorflow as tf
 
 from official_cvrl.ops import temporal_sampling
+from official_cvrl.ops import video_augment
+
+TEST_CROP_COUNTS = (1, 3)
 
 
 def clips_frame_indices(num_frames: temporal_sampling.IntLike, num_clip_frames: int, stride: int, num_clips: int,
@@ -95,6 +99,31 @@ def crop_and_resize_views(frames: tf.Tensor, windows: tf.Tensor, output_size: Un
   views = tf.reshape(views, [clips_shape[0], clips_shape[1], num_crops, size_hw[0], size_hw[1], frames.shape[-1]])
   views = tf.transpose(views, [0, 2, 1, 3, 4, 5])  # [num_clips, num_crops, T, h, w, 3]
   return tf.reshape(views, [-1, clips_shape[1], size_hw[0], size_hw[1], frames.shape[-1]])
+
+
+def crop_test_views(clips: tf.Tensor, crop_size: int, num_crops: int) -> tf.Tensor:
+  """The testing protocol's spatial views of decoded clips, resized to `crop_size`.
+
+  Args:
+    clips: uint8 `[num_clips, T, H, W, 3]`.
+    crop_size: side of the square views.
+    num_crops: 1, the centre square of the short side, or 3, squares at both ends and the centre of the long
+      side (SlowFast's 3-crop testing).
+
+  Returns:
+    uint8 `[num_clips * num_crops, T, crop_size, crop_size, 3]`, the crops of a clip adjacent.
+
+  Raises:
+    ValueError: when `num_crops` is not 1 or 3.
+  """
+  if num_crops not in TEST_CROP_COUNTS:
+    raise ValueError(f'num_crops must be 1 or 3, got {num_crops}.')
+  shape_hw = tf.shape(clips)[2:4]
+  if num_crops == 3:
+    windows = video_augment.three_crop_windows(shape_hw)
+  else:
+    windows = video_augment.central_crop_window(shape_hw)[tf.newaxis]
+  return crop_and_resize_views(clips, windows, crop_size)
 
 
 def average_views(scores: tf.Tensor, num_views: int) -> tf.Tensor:

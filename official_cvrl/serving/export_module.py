@@ -10,7 +10,8 @@ Signatures (`SIGNATURE_*` below; every input is a batch):
   serving_default     clips     uint8 [batch, T, H, W, 3]      -> one output row per clip
   serve_video_clips   clips     uint8 [batch, C, T, H, W, 3]   -> one row per video, averaged over its C clips
   serve_examples      examples  string [batch]                 -> one row per video, averaged over `num_clips`
-                                                                  evenly spaced clips (+ video_id, label)
+                                                                  evenly spaced clips x `num_crops` (1: centre,
+                                                                  3: 3-crop testing) views (+ video_id, label)
 
 H and W are free (frames are resized inside); T may differ from the training clip length (the encoder pools over
 time), but the features match those of evaluation only for the configured `num_frames`. `serve_examples` takes
@@ -27,7 +28,8 @@ Multi-clip averaging averages every output over the clips of a video, except `no
 recomputed from the averaged features so it stays a unit vector.
 
 The clip geometry the module was exported with is stored in the SavedModel as int32 scalar variables
-`num_frames`, `temporal_stride`, `crop_size` and `num_clips` (e.g. `tf.saved_model.load(path).crop_size`).
+`num_frames`, `temporal_stride`, `crop_size`, `num_clips` and `num_crops` (e.g.
+`tf.saved_model.load(path).crop_size`).
 """
 from typing import Any, Dict, Mapping, Optional
 
@@ -142,12 +144,14 @@ def sample_clips_from_example(serialized: tf.Tensor,
                               temporal_stride: int,
                               crop_size: int,
                               image_key: str = feature_keys.IMAGE_KEY,
-                              label_key: str = feature_keys.LABEL_INDEX_KEY) -> Dict[str, tf.Tensor]:
-  """Decodes one SequenceExample into `num_clips` evenly spaced, resized and centre-cropped clips.
+                              label_key: str = feature_keys.LABEL_INDEX_KEY,
+                              num_crops: int = 1) -> Dict[str, tf.Tensor]:
+  """Decodes one SequenceExample into `num_clips` evenly spaced clips x `num_crops` spatial views.
 
-  The evaluation pipeline's sampling (`ops.multi_view`): clip starts evenly spaced from the first frame to the
+  The evaluation pipeline's views (`ops.multi_view`): clip starts evenly spaced from the first frame to the
   last possible one (one clip = the centre clip), videos shorter than a clip loop, each distinct frame decoded
-  once however many clips use it.
+  once however many clips use it; the centre square (1 crop) or both ends and the centre of the long side
+  (3 crops), resized to `crop_size`.
 
   Args:
     serialized: string scalar, one serialized `tf.train.SequenceExample`.
@@ -157,18 +161,20 @@ def sample_clips_from_example(serialized: tf.Tensor,
     crop_size: side of the output frames.
     image_key: sequence feature holding the JPEG frames.
     label_key: context feature holding the class indices.
+    num_crops: spatial views per clip, 1 or 3.
 
   Returns:
-    {'clips': uint8 `[num_clips, num_frames, crop_size, crop_size, 3]`, 'video_id': string scalar (empty when
-    the record has none), 'label': int64 scalar (first class index, -1 when unlabeled)}.
+    {'clips': uint8 `[num_clips * num_crops, num_frames, crop_size, crop_size, 3]` (the crops of a clip
+    adjacent), 'video_id': string scalar (empty when the record has none), 'label': int64 scalar (first class
+    index, -1 when unlabeled)}.
   """
   decoded = video_decoder.Decoder(image_key=image_key, label_key=label_key).decode(serialized)
   encoded = decoded[image_key]
   video_id = decoded[feature_keys.VIDEO_ID_KEY]
   indices = multi_view.clips_frame_indices(tf.shape(encoded)[0], num_frames, temporal_stride, num_clips,
                                            video_id=video_id)
-  clips = center_crop_and_resize(multi_view.decode_frames_once(encoded, indices), crop_size)
-  clips = tf.ensure_shape(clips, [num_clips, num_frames, crop_size, crop_size, 3])
+  clips = multi_view.crop_test_views(multi_view.decode_frames_once(encoded, indices), crop_size, num_crops)
+  clips = tf.ensure_shape(clips, [num_clips * num_crops, num_frames, crop_size, crop_size, 3])
   return {'clips': clips, VIDEO_ID: video_id, LABEL: _first_label(decoded[label_key])}
 
 
@@ -183,7 +189,8 @@ class CVRLExportModule(export_base.ExportModule):
                crop_size: int,
                num_clips: int = 1,
                image_key: str = feature_keys.IMAGE_KEY,
-               label_key: str = feature_keys.LABEL_INDEX_KEY):
+               label_key: str = feature_keys.LABEL_INDEX_KEY,
+               num_crops: int = 1):
     """Wraps a model for export.
 
     Args:
@@ -196,20 +203,24 @@ class CVRLExportModule(export_base.ExportModule):
       num_clips: clips per video sampled and averaged by `serve_examples`.
       image_key: SequenceExample key of the JPEG frames.
       label_key: SequenceExample key of the class indices.
+      num_crops: spatial views per clip sampled and averaged by `serve_examples`: 1 (centre) or 3.
 
     Raises:
-      ValueError: on a non-positive clip geometry.
+      ValueError: on a non-positive clip geometry or a crop count other than 1 or 3.
     """
     for name, value in (('num_frames', num_frames), ('temporal_stride', temporal_stride),
                         ('crop_size', crop_size), ('num_clips', num_clips)):
       if value < 1:
         raise ValueError(f'{name} must be >= 1, got {value}.')
+    if num_crops not in multi_view.TEST_CROP_COUNTS:
+      raise ValueError(f'num_crops must be 1 or 3, got {num_crops}.')
     super().__init__(params, model=feature_extractor(model),
                      inference_step=lambda inputs, model: model(inputs, training=False))
     self._num_frames = num_frames
     self._temporal_stride = temporal_stride
     self._crop_size = crop_size
     self._num_clips = num_clips
+    self._num_crops = num_crops
     self._image_key = image_key
     self._label_key = label_key
     output_names = set(self.model.output)
@@ -220,6 +231,7 @@ class CVRLExportModule(export_base.ExportModule):
     self.temporal_stride = tf.Variable(temporal_stride, dtype=tf.int32, trainable=False, name='temporal_stride')
     self.crop_size = tf.Variable(crop_size, dtype=tf.int32, trainable=False, name='crop_size')
     self.num_clips = tf.Variable(num_clips, dtype=tf.int32, trainable=False, name='num_clips')
+    self.num_crops = tf.Variable(num_crops, dtype=tf.int32, trainable=False, name='num_crops')
 
   def _embed(self, clips: tf.Tensor) -> Dict[str, tf.Tensor]:
     """uint8 `[N, T, crop, crop, 3]` clips -> per-clip outputs, float32 `[N, D]` each."""
@@ -275,7 +287,7 @@ class CVRLExportModule(export_base.ExportModule):
 
   @tf.function
   def serve_examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
-    """Embeds videos sent as serialized SequenceExamples, averaging `num_clips` evenly spaced clips each.
+    """Embeds videos sent as serialized SequenceExamples, averaging `num_clips` x `num_crops` views each.
 
     Args:
       examples: string `[batch]` serialized `tf.train.SequenceExample`s.
@@ -285,11 +297,12 @@ class CVRLExportModule(export_base.ExportModule):
       'clip/data_path') and 'label' (int64 `[batch]`, first class index or -1).
     """
     examples = tf.ensure_shape(examples, [None], name='expect_1d_examples')
-    clip_spec = tf.TensorSpec([self._num_clips, self._num_frames, self._crop_size, self._crop_size, 3], tf.uint8)
+    num_views = self._num_clips * self._num_crops
+    clip_spec = tf.TensorSpec([num_views, self._num_frames, self._crop_size, self._crop_size, 3], tf.uint8)
     sampled = tf.map_fn(
         lambda serialized: sample_clips_from_example(
             serialized, self._num_clips, self._num_frames, self._temporal_stride, self._crop_size,
-            image_key=self._image_key, label_key=self._label_key),
+            image_key=self._image_key, label_key=self._label_key, num_crops=self._num_crops),
         examples,
         fn_output_signature={'clips': clip_spec, VIDEO_ID: tf.TensorSpec([], tf.string),
                              LABEL: tf.TensorSpec([], tf.int64)})

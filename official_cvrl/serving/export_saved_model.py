@@ -36,6 +36,7 @@ from official.vision.modeling import factory_3d
 
 from data_tools import sequence_example
 from official_cvrl import registry_imports  # pylint: disable=unused-import  (registers experiments and models)
+from official_cvrl.ops import multi_view
 from official_cvrl.serving import export_module
 from official_cvrl.utils import errors
 
@@ -285,17 +286,19 @@ def save_versioned(module: export_module.CVRLExportModule, export_dir: str,
 
 def run_export(experiment: str, checkpoint_path: str, export_dir: str,
                config_files: Optional[Sequence[str]] = None, params_override: Optional[str] = None,
-               num_clips: int = 1) -> str:
+               num_clips: int = 1, num_crops: int = 1) -> str:
   """Builds the experiment's model, restores the checkpoint and writes a new SavedModel version.
 
   Returns:
     The version folder written.
 
   Raises:
-    UserInputError: on a bad config, a missing or mismatched checkpoint, or num_clips < 1.
+    UserInputError: on a bad config, a missing or mismatched checkpoint, num_clips < 1 or num_crops not 1 or 3.
   """
   if num_clips < 1:
     raise errors.UserInputError(f'--num_clips must be >= 1, got {num_clips}.')
+  if num_crops not in multi_view.TEST_CROP_COUNTS:
+    raise errors.UserInputError(f'--num_crops must be 1 or 3, got {num_crops}.')
   params = load_experiment_config(experiment, config_files, params_override)
   num_frames, stride, crop_size = clip_geometry(params)
   model = build_model(params)
@@ -304,7 +307,7 @@ def run_export(experiment: str, checkpoint_path: str, export_dir: str,
   data = params.task.validation_data
   module = export_module.CVRLExportModule(
       params, model, num_frames=num_frames, temporal_stride=stride, crop_size=crop_size, num_clips=num_clips,
-      image_key=data.image_field_key, label_key=data.label_field_key)
+      image_key=data.image_field_key, label_key=data.label_field_key, num_crops=num_crops)
   return save_versioned(module, export_dir, params)
 
 
@@ -321,13 +324,16 @@ def define_flags() -> None:
       'export_dir', None, 'Base folder of the versioned exports; the new version goes to <export_dir>/<version>.')
   flags.DEFINE_integer(
       'num_clips', 1, 'Evenly spaced clips per video that the serve_examples signature samples and averages.')
+  flags.DEFINE_integer(
+      'num_crops', 1, 'Spatial views per clip in serve_examples: 1 (centre square) or 3 (both ends and centre of '
+      'the long side, the paper\'s 3-crop testing).')
   flags.mark_flags_as_required(['experiment', 'checkpoint_path', 'export_dir'])
 
 
 def main(_):
   try:
     path = run_export(FLAGS.experiment, FLAGS.checkpoint_path, FLAGS.export_dir, FLAGS.config_file,
-                      FLAGS.params_override, FLAGS.num_clips)
+                      FLAGS.params_override, FLAGS.num_clips, FLAGS.num_crops)
   except errors.UserInputError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)

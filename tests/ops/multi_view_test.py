@@ -73,5 +73,22 @@ class CropAndResizeViewsTest(tf.test.TestCase):
     self.assertAllEqual(views[3], frames[1, :, :, 2:6])
 
 
+class CropTestViewsTest(tf.test.TestCase):
+
+  def test_three_views_are_both_ends_and_centre_of_the_long_side(self):
+    frames = np.arange(2 * 1 * 4 * 10 * 3, dtype=np.uint8).reshape([2, 1, 4, 10, 3])  # Portrait would swap axes.
+    views = multi_view.crop_test_views(tf.constant(frames), 4, 3).numpy()
+    self.assertEqual(views.shape, (6, 1, 4, 4, 3))
+    for clip in range(2):
+      for crop, left in enumerate((0, 3, 6)):
+        self.assertAllEqual(views[3 * clip + crop], frames[clip][:, :, left:left + 4])
+    centre = multi_view.crop_test_views(tf.constant(frames), 4, 1).numpy()
+    self.assertAllEqual(centre, frames[:, :, :, 3:7])
+
+  def test_other_crop_counts_are_refused(self):
+    with self.assertRaisesRegex(ValueError, 'num_crops must be 1 or 3, got 5'):
+      multi_view.crop_test_views(tf.zeros([1, 1, 4, 4, 3], tf.uint8), 4, 5)
+
+
 if __name__ == '__main__':
   tf.test.main()

@@ -272,6 +272,19 @@ class ExportTest(tf.test.TestCase):
       features = _reference_outputs(self.model, clips)['features'].mean(axis=0)
       self.assertAllClose(outputs['features'][i], features, atol=_TOLERANCE, rtol=0)
 
+  def test_examples_with_three_crops_average_both_ends_and_centre(self):
+    module = export_module.CVRLExportModule(None, self.model, _NUM_FRAMES, _STRIDE, _CROP, num_clips=_NUM_CLIPS,
+                                            num_crops=3)
+    frames = _textured_frames(10, 32, 56, seed=15)  # Landscape: squares of side 32 at x = 0, 12 and 24.
+    outputs = module.serve_examples(tf.constant([_sequence_example(frames, 'wide', 1)]))
+    decoded = np.stack([tf.io.decode_jpeg(tf.io.encode_jpeg(f, quality=95)).numpy() for f in frames])
+    clips = decoded[_evenly_spaced_indices(len(frames), _NUM_CLIPS)]
+    views = np.concatenate([clips[:, :, :, left:left + 32] for left in (0, 12, 24)])
+    features = _reference_outputs(self.model, views)['features'].mean(axis=0)
+    self.assertAllClose(outputs['features'][0], features, atol=_TOLERANCE, rtol=0)
+    with self.assertRaisesRegex(ValueError, 'num_crops must be 1 or 3, got 2'):
+      export_module.CVRLExportModule(None, self.model, _NUM_FRAMES, _STRIDE, _CROP, num_crops=2)
+
   def test_bad_inputs_give_clear_errors(self):
     serve = self.loaded.signatures['serving_default']
     with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
@@ -396,6 +409,23 @@ class ExtractFeaturesTest(tf.test.TestCase):
       reference = _reference_outputs(self.model, frames[_evenly_spaced_indices(len(frames), 2)])
       self.assertAllClose(result['features'][i], reference['features'].mean(axis=0), atol=_TOLERANCE, rtol=0)
 
+  def test_video_file_with_three_crops(self):
+    root = os.path.join(self.get_temp_dir(), 'three_crops')
+    os.makedirs(root)
+    path = _write_video(os.path.join(root, 'wide.mp4'), _textured_frames(9, 32, 48, seed=16))
+    output = os.path.join(self.get_temp_dir(), 'three_crops.npz')
+    count, _ = self._run(input_path=root, output=output, num_clips=2, num_crops=3)
+    self.assertEqual(count, 1)
+    result = np.load(output)
+    self.assertEqual((int(result['num_clips']), int(result['num_crops'])), (2, 3))
+    from data_tools import video_reader  # pylint: disable=g-import-not-at-top
+    frames, _ = video_reader.read_video(path, fps=25, short_side=32)
+    clips = frames[_evenly_spaced_indices(len(frames), 2)]
+    left_room = frames.shape[2] - 32
+    views = np.concatenate([clips[:, :, :, left:left + 32] for left in (0, left_room // 2, left_room)])
+    reference = _reference_outputs(self.model, views)['features'].mean(axis=0)
+    self.assertAllClose(result['features'][0], reference, atol=_TOLERANCE, rtol=0)
+
   def test_tfrecords_match_examples_signature_and_skip_bad_records(self):
     videos = [_textured_frames(10, 36, 36, seed=12), _textured_frames(8, 32, 48, seed=13),
               _textured_frames(6, 32, 32, seed=14)]
@@ -442,3 +472,5 @@ class ExtractFeaturesTest(tf.test.TestCase):
       self._run(input_path=listing, output=os.path.join(self.get_temp_dir(), 'out.csv'))
     with self.assertRaisesRegex(errors.UserInputError, r'holds no SavedModel'):
       extract_features.resolve_saved_model(self.get_temp_dir())
+    with self.assertRaisesRegex(errors.UserInputError, r'--num_crops must be 1 or 3, got 2'):
+      self._run(input_path=listing, output=output, num_crops=2)
