@@ -23,6 +23,7 @@ raw mp4 movies with AVA-style annotation, proposal and label-map files, which `d
 (docs/action_detection.md has the commands). Every file is written under a temporary name and renamed when
 complete. Output is deterministic given --seed; train and val come from disjoint random streams.
 """
+import contextlib
 import dataclasses
 import os
 from typing import List, Optional, Sequence, Tuple
@@ -34,6 +35,7 @@ import tensorflow as tf
 
 from data_tools import ava
 from data_tools import demo_dataset
+from data_tools import shards
 from official_cvrl.utils import errors
 
 CLASS_NAMES = demo_dataset.CLASS_NAMES
@@ -171,22 +173,17 @@ def write_split(output_dir: str, split: str, num_keyframes: int, num_shards: int
   Shards are written under a temporary name and renamed at the end, so an interrupted run leaves no shard that
   a training job would read as complete.
   """
-  tf.io.gfile.makedirs(output_dir)
   rng = np.random.default_rng([seed, sum(split.encode())])
-  paths = [os.path.join(output_dir, f'{split}-{i:05d}-of-{num_shards:05d}.tfrecord') for i in range(num_shards)]
-  partial = [os.path.join(output_dir, f'.{os.path.basename(p)}.partial') for p in paths]
-  writers = [tf.io.TFRecordWriter(p) for p in partial]
+  paths = [os.path.join(output_dir, shards.shard_name(split, i, num_shards)) for i in range(num_shards)]
+  state_dir = os.path.join(output_dir, shards.STATE_DIR_NAME)
   try:
-    for i in range(num_keyframes):
-      writers[i % num_shards].write(make_record(rng, f'{split}_{i:05d}', num_frames, size))
-  except BaseException:
-    for writer, path in zip(writers, partial):
-      writer.close()
-      tf.io.gfile.remove(path)
-    raise
-  for writer, path, final in zip(writers, partial, paths):
-    writer.close()
-    tf.io.gfile.rename(path, final, overwrite=True)
+    with contextlib.ExitStack() as stack:  # Publishes every shard on success, deletes them all on an error.
+      writers = [stack.enter_context(shards.AtomicTFRecordWriter(path, state_dir)) for path in paths]
+      for i in range(num_keyframes):
+        writers[i % num_shards].write(make_record(rng, f'{split}_{i:05d}', num_frames, size))
+  finally:
+    if tf.io.gfile.isdir(state_dir) and not tf.io.gfile.listdir(state_dir):
+      tf.io.gfile.rmtree(state_dir)
   return paths
 
 
@@ -221,11 +218,8 @@ def render_movie(rng: np.random.Generator, video_id: str, seconds: int, fps: int
   return np.concatenate(scenes)[fps // 2:], annotations, proposals
 
 
-def _write_text(path: str, lines: Sequence[str]) -> None:
-  partial = path + '.partial'
-  with open(partial, 'w') as f:
-    f.write(''.join(line + '\n' for line in lines))
-  os.replace(partial, path)
+def _write_lines(path: str, lines: Sequence[str]) -> None:
+  shards.write_text_atomically(path, ''.join(line + '\n' for line in lines), os.path.dirname(path))
 
 
 def write_ava_movies(output_dir: str, num_train_movies: int = 8, num_val_movies: int = 4, seconds: int = 16,
@@ -249,10 +243,10 @@ def write_ava_movies(output_dir: str, num_train_movies: int = 8, num_val_movies:
       os.replace(partial, os.path.join(movies_dir, f'{video_id}.mp4'))
       annotations += annotation_rows
       proposals += proposal_rows
-    _write_text(os.path.join(output_dir, f'ava_{split}.csv'), annotations)
+    _write_lines(os.path.join(output_dir, f'ava_{split}.csv'), annotations)
     if split == 'val':
-      _write_text(os.path.join(output_dir, 'ava_val_predicted_boxes.csv'), proposals)
-  _write_text(os.path.join(output_dir, 'label_map.pbtxt'), label_map_text().splitlines())
+      _write_lines(os.path.join(output_dir, 'ava_val_predicted_boxes.csv'), proposals)
+  _write_lines(os.path.join(output_dir, 'label_map.pbtxt'), label_map_text().splitlines())
 
 
 def label_map_text() -> str:

@@ -124,29 +124,31 @@ def _records(records_dir: str, split: str) -> str:
   return os.path.join(records_dir, f'{split}-*-of-*.tfrecord')
 
 
+def train(output_dir: str, title: str, experiment: str, run_name: str, overrides: Sequence[str],
+          log_name: str) -> str:
+  """Runs `official_cvrl.train` (train_and_eval) for one stage; returns its model_dir."""
+  model_dir = os.path.join(output_dir, run_name)
+  run_stage(title, _python(
+      'official_cvrl.train', f'--experiment={experiment}', '--mode=train_and_eval', f'--model_dir={model_dir}',
+      f'--seed={FLAGS.seed}', '--params_override=' + ','.join(overrides)), os.path.join(output_dir, 'logs', log_name))
+  return model_dir
+
+
 def pretrain(output_dir: str, records_dir: str) -> str:
-  model_dir = os.path.join(output_dir, 'pretrain')
   overrides = [f'task.train_data.input_path={_records(records_dir, "train")}',
                f'task.validation_data.input_path={_records(records_dir, "val")}']
   if FLAGS.pretrain_steps:
     overrides.append(f'trainer.train_steps={FLAGS.pretrain_steps}')
-  run_stage('3. CVRL pretraining (labels unused)', _python(
-      'official_cvrl.train', '--experiment=cvrl_pretrain_demo', '--mode=train_and_eval',
-      f'--model_dir={model_dir}', f'--seed={FLAGS.seed}', '--params_override=' + ','.join(overrides)),
-            os.path.join(output_dir, 'logs', '3_pretrain.log'))
-  return model_dir
+  return train(output_dir, '3. CVRL pretraining (labels unused)', 'cvrl_pretrain_demo', 'pretrain', overrides,
+               '3_pretrain.log')
 
 
 def linear_eval(output_dir: str, records_dir: str, name: str, init_checkpoint: str) -> str:
-  model_dir = os.path.join(output_dir, f'linear_eval_{name}')
   overrides = [f'task.train_data.input_path={_records(records_dir, "train")}',
                f'task.validation_data.input_path={_records(records_dir, "test")}',
                f'task.init_checkpoint={init_checkpoint}']
-  run_stage(f'4. linear evaluation, {name} backbone', _python(
-      'official_cvrl.train', '--experiment=cvrl_linear_eval_demo', '--mode=train_and_eval',
-      f'--model_dir={model_dir}', f'--seed={FLAGS.seed}', '--params_override=' + ','.join(overrides)),
-            os.path.join(output_dir, 'logs', f'4_linear_eval_{name}.log'))
-  return model_dir
+  return train(output_dir, f'4. linear evaluation, {name} backbone', 'cvrl_linear_eval_demo',
+               f'linear_eval_{name}', overrides, f'4_linear_eval_{name}.log')
 
 
 def export(output_dir: str, pretrain_dir: str) -> str:
@@ -175,16 +177,12 @@ def detection_data(output_dir: str) -> str:
 
 
 def detection(output_dir: str, records_dir: str, name: str, init_checkpoint: str) -> str:
-  model_dir = os.path.join(output_dir, f'detection_{name}')
   overrides = [f'task.train_data.input_path={os.path.join(records_dir, "train-*")}',
                f'task.validation_data.input_path={os.path.join(records_dir, "val-*")}',
                f'task.evaluation.label_map_path={os.path.join(records_dir, "label_map.pbtxt")}',
                f"task.init_checkpoint='{init_checkpoint}'"]
-  run_stage(f'6. action detection fine-tuning, {name} backbone', _python(
-      'official_cvrl.train', '--experiment=cvrl_action_detection_demo', '--mode=train_and_eval',
-      f'--model_dir={model_dir}', f'--seed={FLAGS.seed}', '--params_override=' + ','.join(overrides)),
-            os.path.join(output_dir, 'logs', f'6_detection_{name}.log'))
-  return model_dir
+  return train(output_dir, f'6. action detection fine-tuning, {name} backbone', 'cvrl_action_detection_demo',
+               f'detection_{name}', overrides, f'6_detection_{name}.log')
 
 
 def read_scalars(event_dir: str) -> Dict[str, List[tuple]]:

@@ -148,13 +148,7 @@ class ActionDetectionTask(cfg.TaskConfig):
   evaluation: DetectionEvaluation = dataclasses.field(default_factory=DetectionEvaluation)
 
   def validate(self):
-    self.train_data.validate('task.train_data')
-    self.validation_data.validate('task.validation_data')
-    if not self.train_data.is_training or self.validation_data.is_training:
-      raise ValueError('task.train_data.is_training must be true and task.validation_data.is_training false.')
-    if self.train_data.num_classes != self.validation_data.num_classes:
-      raise ValueError(f'task.train_data.num_classes={self.train_data.num_classes} differs from '
-                       f'task.validation_data.num_classes={self.validation_data.num_classes}.')
+    cvrl.validate_labelled_data(self.train_data, self.validation_data)
     if self.model.model_type != 'cvrl_action_detection':
       raise ValueError(f'task.model.model_type must be "cvrl_action_detection", got "{self.model.model_type}".')
     if self.losses.l2_weight_decay < 0:
@@ -163,15 +157,6 @@ class ActionDetectionTask(cfg.TaskConfig):
       raise ValueError(f'task.evaluation.iou_threshold must be in (0, 1], got {self.evaluation.iou_threshold}.')
     if self.evaluation.max_detections_per_keyframe < 0:
       raise ValueError('task.evaluation.max_detections_per_keyframe must be >= 0 (0: keep all).')
-
-
-@dataclasses.dataclass
-class ActionDetectionExperimentConfig(cfg.ExperimentConfig):
-  """An experiment whose `validate()` also validates its task (run by `train_utils.parse_configuration`)."""
-
-  def validate(self):
-    super().validate()
-    self.task.validate()
 
 
 def stepwise_sgd_optimization(learning_rate: float, boundaries, momentum: float = 0.9
@@ -225,7 +210,7 @@ def action_detection_experiment(preset: cvrl.DatasetPreset,
           global_batch_size=global_batch_size, num_classes=preset.num_classes, max_num_boxes=64,
           drop_remainder=False),
       init_checkpoint=init_checkpoint)
-  return ActionDetectionExperimentConfig(
+  return cvrl.TaskValidatedExperimentConfig(
       task=task,
       runtime=cfg.RuntimeConfig(mixed_precision_dtype='bfloat16'),
       trainer=cfg.TrainerConfig(

@@ -149,6 +149,30 @@ DATASETS = {
 }
 
 
+@dataclasses.dataclass
+class TaskValidatedExperimentConfig(cfg.ExperimentConfig):
+  """An experiment whose `validate()` also validates its task.
+
+  Model Garden's `ExperimentConfig.validate()` only checks `restrictions`; `train_utils.parse_configuration` calls
+  it, so this is where the task's own checks run before anything is built.
+  """
+
+  def validate(self):
+    super().validate()
+    self.task.validate()
+
+
+def validate_labelled_data(train_data: cfg.DataConfig, validation_data: cfg.DataConfig) -> None:
+  """The checks every labelled task makes of its two data configs (each has `validate(key)` and `num_classes`)."""
+  train_data.validate('task.train_data')
+  validation_data.validate('task.validation_data')
+  if not train_data.is_training or validation_data.is_training:
+    raise ValueError('task.train_data.is_training must be true and task.validation_data.is_training false.')
+  if train_data.num_classes != validation_data.num_classes:
+    raise ValueError(f'task.train_data.num_classes={train_data.num_classes} differs from '
+                     f'task.validation_data.num_classes={validation_data.num_classes}.')
+
+
 def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
   """Whole steps in one pass over `num_examples` (at least 1)."""
   return max(1, num_examples // global_batch_size)

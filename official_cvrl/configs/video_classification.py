@@ -190,13 +190,7 @@ class ClassificationTask(cfg.TaskConfig):
                        'contains {split}. Set it to 0, or write the split folder as {split} in the paths.')
 
   def validate(self):
-    self.train_data.validate('task.train_data')
-    self.validation_data.validate('task.validation_data')
-    if not self.train_data.is_training or self.validation_data.is_training:
-      raise ValueError('task.train_data.is_training must be true and task.validation_data.is_training false.')
-    if self.train_data.num_classes != self.validation_data.num_classes:
-      raise ValueError(f'task.train_data.num_classes={self.train_data.num_classes} differs from '
-                       f'task.validation_data.num_classes={self.validation_data.num_classes}.')
+    cvrl.validate_labelled_data(self.train_data, self.validation_data)
     if self.train_data.feature_shape[0] != self.validation_data.feature_shape[0]:
       raise ValueError('Training and evaluation clips must have the same number of frames, got '
                        f'{self.train_data.feature_shape[0]} and {self.validation_data.feature_shape[0]}.')
@@ -255,19 +249,6 @@ class SupervisedTask(ClassificationTask):
       raise ValueError(f'task.init_checkpoint={self.init_checkpoint!r}: the supervised baseline trains from '
                        'scratch. To start from a pretrained backbone use a cvrl_finetune_* or '
                        'cvrl_semi_supervised_* experiment.')
-
-
-@dataclasses.dataclass
-class ClassificationExperimentConfig(cfg.ExperimentConfig):
-  """An experiment whose `validate()` also validates its task.
-
-  Model Garden's `ExperimentConfig.validate()` only checks `restrictions`; `train_utils.parse_configuration` calls
-  it, so this is where the task's own checks run before anything is built.
-  """
-
-  def validate(self):
-    super().validate()
-    self.task.validate()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,7 +385,7 @@ def classification_experiment(dataset: EvalDataset,
       **task_kwargs)
   warmup_steps = per_epoch * protocol.warmup_epochs
   evaluations = max(1, min(num_evaluations, protocol.epochs))
-  return ClassificationExperimentConfig(
+  return cvrl.TaskValidatedExperimentConfig(
       task=task,
       runtime=cfg.RuntimeConfig(mixed_precision_dtype='bfloat16'),
       trainer=cfg.TrainerConfig(
