@@ -24,6 +24,7 @@ import os
 from typing import Any, Iterator, List, Optional, Tuple
 
 import av
+import av.video.reformatter
 import numpy as np
 
 from data_tools import report
@@ -34,6 +35,7 @@ DEFAULT_SHORT_SIDE = 256
 # Timestamps closer than this (seconds) are treated as equal: far below any frame interval, far above rounding
 # error of `pts * time_base` in floating point.
 _TIME_EPSILON = 1e-4
+_BITEXACT = av.video.reformatter.Interpolation.BITEXACT | av.video.reformatter.Interpolation.ACCURATE_RND
 
 
 class VideoReadError(report.ConversionError):
@@ -298,8 +300,9 @@ class VideoReader:
       self._size = output_size(frame.width, frame.height, self._short_side)
     width, height = self._size
     shrinking = width * height < frame.width * frame.height
-    array = frame.to_ndarray(width=width, height=height, format='rgb24',
-                             interpolation='AREA' if shrinking else 'BILINEAR', threads=1)
+    # BITEXACT | ACCURATE_RND: swscale's SIMD converters round differently per CPU; shards must not.
+    scaler = av.video.reformatter.Interpolation.AREA if shrinking else av.video.reformatter.Interpolation.BILINEAR
+    array = frame.to_ndarray(width=width, height=height, format='rgb24', interpolation=scaler | _BITEXACT, threads=1)
     if self._turns:
       array = np.ascontiguousarray(np.rot90(array, self._turns))
     return array
