@@ -1,7 +1,7 @@
 r"""Calibrates the demo dataset: can a tiny 3D CNN learn it supervised, and does it need motion to?
 
-Run this before tuning CVRL pretraining on the demo data (see /work/shared/NOTES-demo-feasibility.md): if a
-supervised model cannot reach high accuracy within the CPU budget, no self-supervised recipe will, and if a model
+Run this before tuning CVRL pretraining on the demo data (the design notes are in the module docstring of
+data_tools/demo_dataset.py): if a supervised model cannot reach high accuracy within the CPU budget, no self-supervised recipe will, and if a model
 that sees a single frame repeated does better than chance, the classes leak through appearance and the demo would
 not show that the representation captures motion.
 

@@ -17,17 +17,20 @@ sampling relies on (paper Sec. 3.1).
 Horizontal flips turn move_000deg into move_180deg and rotate_cw into rotate_ccw: training on this data must use
 no flip augmentation (the manifest says so too).
 
-The design follows measured facts (/work/shared/NOTES-demo-feasibility.md): at 64x64 with heavy clutter even
-supervised training stayed at chance on a 2-core CPU; 32x32 frames, one large object that wraps around the edges
-and a plain background are learnable in minutes. Sizes, speeds and radii scale with --frame_size / 32.
+The design follows measured facts: at 64x64 with heavy clutter even supervised training stayed at chance on a
+2-core CPU; 32x32 frames, one large object that wraps around the edges and a plain background are learnable in
+minutes. Sizes, speeds and radii scale with --frame_size / 32.
 
 Layout written (the folder-per-class input of the TFRecord converter):
 
   <output_dir>/manifest.json                       classes, generation parameters, per-video list, status
   <output_dir>/<split>/<class_name>/<video_id>.mp4 H.264 (libx264, yuv420p) at --fps
 
-with splits train / val / test drawn from disjoint random streams. Output is deterministic given --seed (same
-pixels and, with the same PyAV/FFmpeg build, the same bytes, whatever --num_workers). Each video is encoded to a
+with splits train / val / test drawn from disjoint random streams. Output is a pure function of the flags other
+than --num_workers: the same pixels and, with the pinned PyAV/FFmpeg build, the same bytes on every x86 CPU (with
+or without AVX-512), in-process or in a worker. Geometry uses `data_tools.portable_math` (NumPy's SIMD sin/cos
+differ between CPUs in the last bit) and x264 runs its portable C code (its assembly is not repeatable on
+AVX-512 CPUs); tests/data_tools/demo_dataset_test.py checks both by forcing the older CPUs' code paths. Each video is encoded to a
 temporary file and renamed into place, so an interrupted run never leaves a truncated video under a class
 folder; re-running the same command resumes, skipping the finished videos.
 
@@ -52,6 +55,7 @@ import av
 import av.video.reformatter
 import numpy as np
 
+from data_tools import portable_math as pm
 from official_cvrl.utils import errors
 
 # Sorted, so that a converter that sorts class folder names gives the label indices of this tuple.
@@ -139,19 +143,19 @@ def _hsv(rng: np.random.Generator, hue, sat, val) -> np.ndarray:
 def sample_appearance(rng: np.random.Generator, scale: float) -> Appearance:
   """Draws a segment look; the object's two colours differ in brightness so turns survive greyscale."""
   background = _hsv(rng, (0.0, 1.0), (0.2, 0.6), (0.08, 0.22))
-  background_luma = float(_LUMA @ background)
+  background_luma = pm.dot3(_LUMA, background)
   for _ in range(1000):
     colour_1 = _hsv(rng, (0.0, 1.0), (0.4, 1.0), (0.55, 1.0))
     colour_2 = _hsv(rng, (0.0, 1.0), (0.3, 1.0), (0.35, 1.0))
-    luma_1, luma_2 = float(_LUMA @ colour_1), float(_LUMA @ colour_2)
+    luma_1, luma_2 = pm.dot3(_LUMA, colour_1), pm.dot3(_LUMA, colour_2)
     if abs(luma_1 - luma_2) >= 0.2 and min(luma_1, luma_2) >= background_luma + 0.15:
       break
   else:  # Practically unreachable (acceptance is ~20%); keeps the loop bounded.
     colour_1, colour_2 = np.array([0.95, 0.95, 0.95]), np.array([0.45, 0.45, 0.45])
   # Low-contrast distractor: the background shifted by a small random colour step.
   step = rng.normal(size=3)
-  step = np.abs(step) / np.linalg.norm(step)
-  distractor = np.clip(background + rng.uniform(0.12, 0.2) / max(float(_LUMA @ step), 0.3) * step, 0.0, 1.0)
+  step = np.abs(step) / np.sqrt(pm.dot3(step, step))
+  distractor = np.clip(background + rng.uniform(0.12, 0.2) / max(pm.dot3(_LUMA, step), 0.3) * step, 0.0, 1.0)
   shape = _SHAPES[rng.integers(len(_SHAPES))]
   shape_param = {'ellipse': rng.uniform(0.55, 0.75), 'flower': rng.uniform(0.2, 0.35)}.get(shape, 0.0)
   return Appearance(
@@ -219,8 +223,8 @@ def sample_video_spec(rng: np.random.Generator, class_name: str, num_frames: int
       start_position=tuple(float(p) for p in rng.uniform(0.0, frame_size, size=2)),
       start_angle=float(rng.uniform(0.0, 2 * np.pi)),
       distractor_position=tuple(float(p) for p in rng.uniform(0.0, frame_size, size=2)),
-      distractor_velocity=(float(distractor_speed * np.cos(distractor_direction)),
-                           float(-distractor_speed * np.sin(distractor_direction))),
+      distractor_velocity=(float(distractor_speed * pm.cos(distractor_direction)),
+                           float(-distractor_speed * pm.sin(distractor_direction))),
       jitter_amplitudes=tuple(float(a) for a in rng.uniform(0.0, _CAMERA_JITTER * scale, size=4)),
       jitter_frequencies=tuple(float(f) for f in rng.uniform(0.02, 0.12, size=4)),
       jitter_phases=tuple(float(p) for p in rng.uniform(0.0, 2 * np.pi, size=4)),
@@ -249,7 +253,7 @@ def object_trajectory(spec: VideoSpec) -> Tuple[np.ndarray, np.ndarray]:
   start = np.asarray(spec.start_position, np.float64)
   if spec.class_name.startswith('move_'):
     direction = np.deg2rad(float(spec.class_name[len('move_'):len('move_') + 3]))
-    unit = np.array([np.cos(direction), -np.sin(direction)])  # Screen y points down.
+    unit = np.array([pm.cos(direction), -pm.sin(direction)])  # Screen y points down.
     return start + travelled[:, None] * unit, np.full(spec.num_frames, spec.start_angle)
   sign = 1.0 if spec.class_name == 'rotate_ccw' else -1.0
   return np.tile(start, (spec.num_frames, 1)), spec.start_angle + sign * travelled
@@ -259,7 +263,7 @@ def camera_offset(spec: VideoSpec) -> np.ndarray:
   """Camera shake: [T, 2] (x, y) offset of the view, a sum of two slow sinusoids per axis."""
   t = np.arange(spec.num_frames, dtype=np.float64)[:, None]
   waves = (np.asarray(spec.jitter_amplitudes) *
-           np.sin(2 * np.pi * np.asarray(spec.jitter_frequencies) * t + np.asarray(spec.jitter_phases)))
+           pm.sin(2 * np.pi * np.asarray(spec.jitter_frequencies) * t + np.asarray(spec.jitter_phases)))
   return np.stack([waves[:, 0] + waves[:, 1], waves[:, 2] + waves[:, 3]], axis=-1)
 
 
@@ -275,12 +279,12 @@ def _shape_radius(app: Appearance, theta: Optional[np.ndarray], rho: np.ndarray)
     return np.full_like(rho, r)
   if app.shape == 'ellipse':
     b = app.shape_param
-    return r * b / np.sqrt((b * np.cos(theta))**2 + np.sin(theta)**2)
+    return r * b / np.sqrt((b * pm.cos(theta))**2 + pm.sin(theta)**2)
   if app.shape == 'flower':
-    return r * (1.0 - app.shape_param * (0.5 + 0.5 * np.cos(5 * theta)))
+    return r * (1.0 - app.shape_param * (0.5 + 0.5 * pm.cos(5 * theta)))
   sides = {'triangle': 3, 'square': 4, 'pentagon': 5}[app.shape]
   sector = 2 * np.pi / sides
-  return r * np.cos(np.pi / sides) / np.cos(theta % sector - sector / 2)
+  return r * pm.cos(np.pi / sides) / pm.cos(theta % sector - sector / 2)
 
 
 def _texture_weight(app: Appearance, u: np.ndarray, v: np.ndarray, rho: np.ndarray) -> np.ndarray:
@@ -289,13 +293,13 @@ def _texture_weight(app: Appearance, u: np.ndarray, v: np.ndarray, rho: np.ndarr
   if app.texture == 'halves':
     w = 0.5 + u
   elif app.texture == 'stripes':
-    w = 0.5 + p / np.pi * np.sin(2 * np.pi * u / p)
+    w = 0.5 + p / np.pi * pm.sin(2 * np.pi * u / p)
   elif app.texture == 'quadrants':
     w = 0.5 + u * v / np.maximum(rho, 1e-6)
   elif app.texture == 'spot':
-    w = 0.5 + 0.4 * app.radius - np.hypot(u - 0.4 * app.radius, v)
+    w = 0.5 + 0.4 * app.radius - pm.hypot(u - 0.4 * app.radius, v)
   else:  # checker
-    w = 0.5 + p / np.pi * np.sin(2 * np.pi * u / p) * np.sin(2 * np.pi * v / p)
+    w = 0.5 + p / np.pi * pm.sin(2 * np.pi * u / p) * pm.sin(2 * np.pi * v / p)
   return np.clip(w, 0.0, 1.0)
 
 
@@ -313,14 +317,14 @@ def object_layer(app: Appearance, dx: np.ndarray, dy: np.ndarray, angles: np.nda
     alpha: float32 [T, H, W, 1] coverage in [0, 1]; colour: float32 [T, H, W, 3].
   """
   # Coordinates in the object's own frame (u right, v up, turned with the object).
-  cos_a = np.cos(angles).astype(np.float32)[:, None, None]
-  sin_a = np.sin(angles).astype(np.float32)[:, None, None]
+  cos_a = pm.cos(angles).astype(np.float32)[:, None, None]
+  sin_a = pm.sin(angles).astype(np.float32)[:, None, None]
   u = cos_a * dx + sin_a * dy
   v = cos_a * dy - sin_a * dx
-  rho = np.hypot(u, v)
-  theta = None if app.shape == 'circle' else np.arctan2(v, u)
-  alpha = np.clip(_shape_radius(app, theta, rho) + 0.5 - rho, 0.0, 1.0)[..., None]
-  weight = _texture_weight(app, u, v, rho)[..., None]
+  rho = pm.hypot(u, v).astype(np.float32)
+  theta = None if app.shape == 'circle' else pm.arctan2(v, u)
+  alpha = np.clip(_shape_radius(app, theta, rho) + 0.5 - rho, 0.0, 1.0).astype(np.float32)[..., None]
+  weight = _texture_weight(app, u, v, rho).astype(np.float32)[..., None]
   colour_1 = np.asarray(app.colour_1, np.float32)
   return alpha, colour_1 + weight * (np.asarray(app.colour_2, np.float32) - colour_1)
 
@@ -358,12 +362,12 @@ def render_video(spec: VideoSpec) -> np.ndarray:
     t = slice(start, stop)
     # Background: flat dark colour and a faint static grating (moves only with the camera).
     k = 2 * np.pi / app.grating_period
-    phase = (k * np.cos(app.grating_angle) * world_x[t, None, :] +
-             k * np.sin(app.grating_angle) * world_y[t, :, None] + app.grating_phase)
+    phase = (k * pm.cos(app.grating_angle) * world_x[t, None, :] +
+             k * pm.sin(app.grating_angle) * world_y[t, :, None] + app.grating_phase)
     image = (np.asarray(app.background_colour, np.float32) +
-             (app.grating_contrast * np.sin(phase)).astype(np.float32)[..., None])  # [Ts, S, S, 3]
+             (app.grating_contrast * pm.sin(phase)).astype(np.float32)[..., None])  # [Ts, S, S, 3]
     # Distractor: a small soft disc drifting slowly, drawn behind the object.
-    dist = np.hypot(distractor_dx[t], distractor_dy[t])
+    dist = pm.hypot(distractor_dx[t], distractor_dy[t]).astype(np.float32)
     alpha = np.clip(app.distractor_radius + 0.5 - dist, 0.0, 1.0)[..., None]
     image += alpha * (np.asarray(app.distractor_colour, np.float32) - image)
     alpha, colour = object_layer(app, object_dx[t], object_dy[t], angles[t])

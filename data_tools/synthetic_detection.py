@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from data_tools import ava
 from data_tools import demo_dataset
+from data_tools import portable_math as pm
 from data_tools import shards
 from official_cvrl.utils import errors
 
@@ -69,7 +70,7 @@ def _track(rng: np.random.Generator, class_index: Optional[int], num_frames: int
     sign = 1.0 if name == 'rotate_ccw' else -1.0
     return still, angle0 + sign * rng.uniform(*_ROTATION_SPEED) * steps
   direction = np.deg2rad(float(name[len('move_'):len('move_') + 3]))
-  velocity = rng.uniform(*_TRANSLATION_SPEED) * np.array([np.cos(direction), -np.sin(direction)])
+  velocity = rng.uniform(*_TRANSLATION_SPEED) * np.array([pm.cos(direction), -pm.sin(direction)])
   return keyframe_centre + steps[:, None] * velocity, np.full(num_frames, angle0)
 
 
@@ -91,7 +92,7 @@ def sample_scene(rng: np.random.Generator, num_frames: int = 16, size: int = 64,
     for _ in range(_PLACEMENT_ATTEMPTS):
       centre = rng.uniform(radius, size - radius, size=2)
       positions, angles = _track(rng, class_index, num_frames, centre)
-      apart = all(np.hypot(*(centre - other.positions[num_frames // 2])) >=
+      apart = all(pm.hypot(*(centre - other.positions[num_frames // 2])) >=
                   _MIN_CENTRE_DISTANCE * (radius + other.appearance.radius) for other in actors)
       if apart and _in_view(positions, radius, size):
         actors.append(Actor(appearance, class_index, positions, angles))
@@ -111,9 +112,9 @@ def render_scene(rng: np.random.Generator, actors: Sequence[Actor], num_frames: 
   look = demo_dataset.sample_appearance(rng, scale=1.0)  # Only the background fields are used.
   pixels = np.arange(size, dtype=np.float64) + 0.5
   k = 2 * np.pi / look.grating_period
-  phase = k * np.cos(look.grating_angle) * pixels[None, :] + k * np.sin(look.grating_angle) * pixels[:, None]
+  phase = k * pm.cos(look.grating_angle) * pixels[None, :] + k * pm.sin(look.grating_angle) * pixels[:, None]
   background = (np.asarray(look.background_colour, np.float32) +
-                (look.grating_contrast * np.sin(phase + look.grating_phase)).astype(np.float32)[..., None])
+                (look.grating_contrast * pm.sin(phase + look.grating_phase)).astype(np.float32)[..., None])
   frames = np.broadcast_to(background, (num_frames, size, size, 3)).copy()
   boxes = []
   for actor in actors:

@@ -5,8 +5,12 @@ translation (the object wraps around the frame edges, so consecutive frames are 
 cross-correlation of a ring of pixels around the object's centre for rotation. The expected values come from the
 class name (direction, rotation sense) and the per-video speeds in the manifest.
 """
+import hashlib
 import json
 import os
+import subprocess
+import sys
+import tempfile
 
 from absl.testing import parameterized
 import av
@@ -18,6 +22,43 @@ from data_tools import demo_dataset
 from official_cvrl.utils import errors
 
 _TINY = dict(num_train=8, num_val=3, num_test=5, num_frames=8, frame_size=32, num_workers=1)
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Run in a fresh interpreter under each CPU code path: hashes of rendered demo and detection frames (pure NumPy)
+# and of their encoded mp4 bytes.
+_FINGERPRINT_SCRIPT = r"""
+import hashlib, os, sys, tempfile
+import numpy as np
+from data_tools import demo_dataset, synthetic_detection
+frames_hash, bytes_hash = hashlib.sha256(), hashlib.sha256()
+with tempfile.TemporaryDirectory() as tmp:
+  for index, class_name in enumerate(demo_dataset.split_labels(0, 'train', 16)):
+    spec = demo_dataset.video_spec(0, 'train', index, class_name, num_frames=24, frame_size=32,
+                                   min_segments=2, max_segments=3)
+    frames = demo_dataset.render_video(spec)
+    frames_hash.update(frames.tobytes())
+    path = os.path.join(tmp, f'{index}.mp4')
+    demo_dataset.encode_video(frames, path, fps=25, crf=12)
+    with open(path, 'rb') as f:
+      bytes_hash.update(f.read())
+  for seed in range(4):
+    rng = np.random.default_rng(seed)
+    actors = synthetic_detection.sample_scene(rng, num_frames=8, size=64)
+    frames, boxes = synthetic_detection.render_scene(rng, actors, num_frames=8, size=64)
+    frames_hash.update(frames.tobytes())
+    frames_hash.update(boxes.tobytes())
+print(frames_hash.hexdigest(), bytes_hash.hexdigest())
+"""
+
+# Environments that make this machine take the code paths of older x86 CPUs: NumPy's AVX-512 (x86-64-v4) and AVX2
+# (v3) SIMD dispatch off, OpenBLAS's generic SSE3 kernels, glibc's libm without FMA/AVX2 variants. On a CPU that
+# lacks a feature, disabling it changes nothing, so the test means the same everywhere.
+_CPU_CODE_PATHS = {
+    'native': {},
+    'no_avx512': {'NPY_DISABLE_CPU_FEATURES': 'X86_V4'},
+    'x86_64_v2_baseline': {'NPY_DISABLE_CPU_FEATURES': 'X86_V4 X86_V3', 'OPENBLAS_CORETYPE': 'Prescott',
+                           'GLIBC_TUNABLES': 'glibc.cpu.hwcaps=-AVX512F,-AVX512DQ,-AVX2,-FMA,-AVX'},
+}
 
 
 def _grey(frames: np.ndarray) -> np.ndarray:
@@ -139,6 +180,35 @@ class DemoDatasetTest(tf.test.TestCase, parameterized.TestCase):
       if os.path.exists(other):  # Seed 1 may put this video id in another class folder.
         with open(other, 'rb') as f:
           self.assertNotEqual(bytes_a, f.read())
+
+  def test_same_pixels_and_bytes_on_every_cpu_code_path(self):
+    # The worker-count test cannot see CPU dependence on one machine; forcing the older code paths can. Before the
+    # renderers used data_tools.portable_math, NumPy's AVX-512 and AVX2 sin/cos/arctan2 gave different pixels.
+    fingerprints = {}
+    for name, overrides in _CPU_CODE_PATHS.items():
+      env = {k: v for k, v in os.environ.items() if k not in ('NPY_DISABLE_CPU_FEATURES', 'OPENBLAS_CORETYPE',
+                                                              'GLIBC_TUNABLES')}
+      env.update(overrides, PYTHONPATH=_REPO_ROOT)
+      result = subprocess.run([sys.executable, '-c', _FINGERPRINT_SCRIPT], env=env, cwd=_REPO_ROOT,
+                              capture_output=True, text=True, timeout=300, check=False)
+      self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+      fingerprints[name] = result.stdout.split()
+    for name, fingerprint in fingerprints.items():
+      self.assertEqual(fingerprint, fingerprints['native'], f'{name} differs from native: {fingerprints}')
+
+  def test_encoder_gives_the_same_bytes_every_time_in_one_process(self):
+    # x264's assembly gave up to 7 different streams for the same frames in 40 encodes on an AVX-512 CPU.
+    spec = demo_dataset.video_spec(0, 'train', 2, 'move_000deg', num_frames=24, frame_size=32, min_segments=2,
+                                   max_segments=3)
+    frames = demo_dataset.render_video(spec)
+    digests = set()
+    with tempfile.TemporaryDirectory(dir=self.get_temp_dir()) as tmp:
+      for attempt in range(30):
+        path = os.path.join(tmp, f'{attempt}.mp4')
+        demo_dataset.encode_video(frames, path, fps=25, crf=12)
+        with open(path, 'rb') as f:
+          digests.add(hashlib.sha256(f.read()).hexdigest())
+    self.assertLen(digests, 1)
 
   def test_first_frame_does_not_depend_on_the_class(self):
     # Same random stream, every class: the content is drawn identically and only the motion differs, so the
