@@ -20,6 +20,7 @@ from official.modeling import optimization
 from official.vision.configs import common
 
 from official_cvrl.configs import backbones
+from official_cvrl.configs import field_types
 from official_cvrl.dataloaders import feature_keys
 
 INTERVAL_DISTRIBUTIONS = ('decreasing', 'uniform', 'increasing')
@@ -83,24 +84,24 @@ class DataConfig(cfg.DataConfig):
   shuffle_buffer_size: int = 1024
   drop_remainder: bool = True
 
-  def validate(self):
+  def validate(self, key: str = 'data'):
     if len(self.feature_shape) != 4 or self.feature_shape[-1] != 3:
-      raise ValueError(f'feature_shape must be [frames, height, width, 3], got {self.feature_shape}.')
+      raise ValueError(f'{key}.feature_shape must be [frames, height, width, 3], got {self.feature_shape}.')
     if self.feature_shape[0] < 1 or self.temporal_stride < 1:
-      raise ValueError('feature_shape[0] (frames per clip) and temporal_stride must be >= 1, got '
+      raise ValueError(f'{key}.feature_shape[0] (frames per clip) and {key}.temporal_stride must be >= 1, got '
                        f'{self.feature_shape[0]} and {self.temporal_stride}.')
     distribution = self.temporal_augmentation.interval_distribution
     if distribution not in INTERVAL_DISTRIBUTIONS:
-      raise ValueError(f'temporal_augmentation.interval_distribution={distribution!r}; expected one of '
+      raise ValueError(f'{key}.temporal_augmentation.interval_distribution={distribution!r}; expected one of '
                        f'{INTERVAL_DISTRIBUTIONS}.')
     spatial = self.spatial_augmentation
     for name in ('flip_probability', 'color_jitter_probability', 'grayscale_probability', 'blur_probability'):
       value = getattr(spatial, name)
       if not 0.0 <= value <= 1.0:
-        raise ValueError(f'spatial_augmentation.{name}={value} is not a probability in [0, 1].')
+        raise ValueError(f'{key}.spatial_augmentation.{name}={value} is not a probability in [0, 1].')
     low, high = spatial.crop_area_range
     if not 0.0 < low <= high <= 1.0:
-      raise ValueError(f'spatial_augmentation.crop_area_range={spatial.crop_area_range} must satisfy '
+      raise ValueError(f'{key}.spatial_augmentation.crop_area_range={spatial.crop_area_range} must satisfy '
                        '0 < low <= high <= 1.')
 
 
@@ -121,10 +122,12 @@ class CVRLPretrainTask(cfg.TaskConfig):
   losses: ContrastiveLosses = dataclasses.field(default_factory=ContrastiveLosses)
 
   def validate(self):
-    self.train_data.validate()
-    self.validation_data.validate()
+    self.train_data.validate('task.train_data')
+    self.validation_data.validate('task.validation_data')
     if self.losses.temperature <= 0:
-      raise ValueError(f'losses.temperature must be > 0, got {self.losses.temperature}.')
+      raise ValueError(f'task.losses.temperature must be > 0, got {self.losses.temperature}.')
+    if self.losses.l2_weight_decay < 0:
+      raise ValueError(f'task.losses.l2_weight_decay must be >= 0, got {self.losses.l2_weight_decay}.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,13 +154,20 @@ DATASETS = {
 
 @dataclasses.dataclass
 class TaskValidatedExperimentConfig(cfg.ExperimentConfig):
-  """An experiment whose `validate()` also validates its task.
+  """The experiment config of every CVRL family: typed values, and a `validate()` that also validates the task.
 
   Model Garden's `ExperimentConfig.validate()` only checks `restrictions`; `train_utils.parse_configuration` calls
-  it, so this is where the task's own checks run before anything is built.
+  it before anything is built, so this is where the declared field types (`field_types`) and the task's own
+  checks run, the same way for every family and every entry point. Each `override` (a YAML file, a
+  `--params_override`) already widens integers where floats are declared, so `initial_learning_rate: 32` works.
   """
 
+  def override(self, override_params, is_strict=True):
+    super().override(override_params, is_strict)
+    field_types.conform(self, raise_errors=False)
+
   def validate(self):
+    field_types.conform(self)
     super().validate()
     self.task.validate()
 
@@ -206,7 +216,7 @@ def pretrain_experiment(preset: DatasetPreset,
                         global_batch_size: int = 1024,
                         learning_rate: float = 0.32,
                         epochs: int = 800,
-                        warmup_epochs: int = 5) -> cfg.ExperimentConfig:
+                        warmup_epochs: int = 5) -> TaskValidatedExperimentConfig:
   """Builds the paper's pretraining experiment on `preset`."""
   per_epoch = steps_per_epoch(preset.train_examples, global_batch_size)
   total_steps = per_epoch * epochs
@@ -218,7 +228,7 @@ def pretrain_experiment(preset: DatasetPreset,
       validation_data=DataConfig(
           name=preset.name, is_training=False, input_path=f'{data_root}/{preset.validation_pattern}',
           global_batch_size=global_batch_size, drop_remainder=False))
-  return cfg.ExperimentConfig(
+  return TaskValidatedExperimentConfig(
       task=task,
       runtime=cfg.RuntimeConfig(mixed_precision_dtype='bfloat16'),
       trainer=cfg.TrainerConfig(

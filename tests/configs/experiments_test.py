@@ -1,6 +1,8 @@
 """Every registered CVRL experiment and every YAML file in experiments/ loads strictly and validates."""
 import glob
+import math
 import os
+import typing
 
 from absl.testing import parameterized
 import tensorflow as tf
@@ -8,6 +10,8 @@ import yaml
 
 from official.core import exp_factory
 from official.modeling import hyperparams
+from official.modeling import optimization
+from official.modeling.hyperparams import params_dict
 
 from official_cvrl import registry_imports  # pylint: disable=unused-import
 
@@ -23,6 +27,57 @@ def _experiment_of_yaml(path):
       if line.startswith('# Experiment:'):
         return line.split(':', 1)[1].split()[0]
   raise AssertionError(f'{path} has no "# Experiment: <name>" header line.')
+
+
+def _experiment_with_yaml(path):
+  """The experiment of `path` with the file applied as the driver applies --config_file."""
+  config = exp_factory.get_exp_config(_experiment_of_yaml(path))
+  return hyperparams.override_params_dict(config, path, is_strict=True)
+
+
+def _is_float_annotation(annotation) -> bool:
+  """float, Optional[float], or a tuple/list whose elements are floats."""
+  if annotation is float:
+    return True
+  args = [a for a in typing.get_args(annotation) if a is not type(None) and a is not Ellipsis]
+  return bool(args) and all(a is float for a in args)
+
+
+def _float_fields(config, prefix=''):
+  """(dotted key, value) of every field whose dataclass annotation is float-valued, walking sub-configs."""
+  hints = typing.get_type_hints(type(config)) if hasattr(type(config), '__dataclass_fields__') else {}
+  for name, value in config.__dict__.items():
+    if name in config.RESERVED_ATTR:
+      continue
+    if name in hints and _is_float_annotation(hints[name]):
+      yield f'{prefix}{name}', value
+    if isinstance(value, params_dict.ParamsDict):
+      yield from _float_fields(value, f'{prefix}{name}.')
+
+
+def _yaml_float_values(overrides, config, prefix=''):
+  """(dotted key, value) of every value a YAML mapping writes to a float-declared field of `config`."""
+  hints = typing.get_type_hints(type(config)) if hasattr(type(config), '__dataclass_fields__') else {}
+  for name, value in overrides.items():
+    if isinstance(value, dict):
+      yield from _yaml_float_values(value, getattr(config, name), f'{prefix}{name}.')
+    elif name in hints and _is_float_annotation(hints[name]):
+      yield f'{prefix}{name}', value
+
+
+def _holds_floats(value) -> bool:
+  if value is None:
+    return True
+  if isinstance(value, (list, tuple)):
+    return all(type(v) is float for v in value)  # pylint: disable=unidiomatic-typecheck
+  return type(value) is float  # pylint: disable=unidiomatic-typecheck
+
+
+def _schedule_cases():
+  """(experiment, YAML path or None) for every registered experiment alone and with each of its YAML files."""
+  cases = [(name, None) for name in _CVRL_EXPERIMENTS]
+  cases += [(_experiment_of_yaml(path), path) for path in _YAML_FILES]
+  return cases
 
 
 class RegisteredExperimentsTest(tf.test.TestCase, parameterized.TestCase):
@@ -89,6 +144,59 @@ class YamlFilesTest(tf.test.TestCase, parameterized.TestCase):
     config.validate()
     config.task.validate()
     self.assertIsInstance(config, hyperparams.Config)
+
+  @parameterized.parameters(*_YAML_FILES)
+  def test_yaml_writes_floats_where_floats_are_declared(self, path):
+    """The files themselves write `32.0`, not `32`: a copy edited by hand stays a float."""
+    with open(path) as f:
+      overrides = yaml.safe_load(f)
+    config = exp_factory.get_exp_config(_experiment_of_yaml(path))
+    for key, value in _yaml_float_values(overrides, config):
+      self.assertTrue(_holds_floats(value), f'{os.path.basename(path)}: {key}={value!r} should be written as a float')
+
+  @parameterized.parameters(*_YAML_FILES)
+  def test_every_float_field_holds_a_float_after_loading(self, path):
+    config = _experiment_with_yaml(path)
+    config.validate()
+    fields = dict(_float_fields(config))
+    self.assertIn('trainer.optimizer_config.learning_rate.cosine.initial_learning_rate', fields)
+    for key, value in fields.items():
+      self.assertTrue(_holds_floats(value), f'{key}={value!r} ({type(value).__name__}) in {path}')
+
+  @parameterized.parameters(*_CVRL_EXPERIMENTS)
+  def test_integers_given_for_floats_are_widened(self, name):
+    """YAML `32` or `--params_override=...=32` where a float is declared: stored as 32.0 (issue 16)."""
+    config = exp_factory.get_exp_config(name)
+    override = ('trainer.optimizer_config.learning_rate.cosine.initial_learning_rate=32,'
+                'trainer.optimizer_config.optimizer.sgd.momentum=1')
+    if config.trainer.optimizer_config.learning_rate.type != 'cosine':
+      override = 'trainer.optimizer_config.learning_rate.stepwise.values=[2,1]'
+    config = hyperparams.override_params_dict(config, override, is_strict=True)
+    config.validate()
+    for key, value in _float_fields(config):
+      self.assertTrue(_holds_floats(value), f'{key}={value!r} ({type(value).__name__})')
+
+  @parameterized.parameters(*_schedule_cases())
+  def test_optimizer_and_schedule_build(self, name, path):
+    """Model Garden's OptimizerFactory, as create_trainer uses it, against the schedule's analytic values."""
+    config = _experiment_with_yaml(path) if path else exp_factory.get_exp_config(name)
+    config.validate()
+    optimizer_config = config.trainer.optimizer_config
+    factory = optimization.OptimizerFactory(optimizer_config)
+    learning_rate = factory.build_learning_rate()
+    factory.build_optimizer(learning_rate)
+    if optimizer_config.learning_rate.type == 'cosine':
+      cosine = optimizer_config.learning_rate.cosine
+      warmup = optimizer_config.warmup.linear.warmup_steps if optimizer_config.warmup.type == 'linear' else 0
+      peak = cosine.initial_learning_rate
+      expected = {warmup: peak, warmup + cosine.decay_steps // 2: peak * 0.5 * (1 + math.cos(
+          math.pi * (cosine.decay_steps // 2) / cosine.decay_steps)), config.trainer.train_steps: 0.0}
+    else:
+      stepwise = optimizer_config.learning_rate.stepwise
+      expected = {0: stepwise.values[0]}
+      expected.update({b + 1: v for b, v in zip(stepwise.boundaries, stepwise.values[1:])})
+    for step, value in expected.items():
+      self.assertAllClose(float(learning_rate(step)), value, rtol=1e-5, atol=1e-7, msg=f'step {step}')
 
   @parameterized.parameters(*_YAML_FILES)
   def test_schedule_is_consistent(self, path):
