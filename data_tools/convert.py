@@ -7,8 +7,9 @@ Examples (see docs/data_preparation.md for every dataset kind and for running on
       --video_dir k400/train --split train --output_dir data/k400
 
 Every input gets a line in `<output_dir>/report_<split>.jsonl`; the command exits with status 1 when the fraction
-of failed inputs exceeds --max_failure_fraction. Re-running the same command after a kill finishes the missing
-shards only. Options this script does not know (`--runner`, `--direct_num_workers`, `--project`, ...) go to Beam.
+of failed inputs exceeds --max_failure_fraction. A video that decodes to less than its container declares (an
+interrupted download) fails with reason `truncated`; --allow_truncated stores its decodable part instead.
+Re-running the same command after a kill finishes the missing shards only. Options this script does not know (`--runner`, `--direct_num_workers`, `--project`, ...) go to Beam.
 """
 
 import argparse
@@ -48,10 +49,13 @@ class VideoSettings:
     fps: stored frame rate; 0 keeps each video's own rate.
     short_side: stored short-side length in pixels; 0 keeps the source size.
     jpeg_quality: JPEG quality of the stored frames, 1-100.
+    allow_truncated: store the decodable part of videos that end before their container says they do, instead of
+      failing them with reason `truncated`; their report lines say what is missing.
   """
   fps: float = video_reader.DEFAULT_FPS
   short_side: int = video_reader.DEFAULT_SHORT_SIDE
   jpeg_quality: int = sequence_example.DEFAULT_JPEG_QUALITY
+  allow_truncated: bool = False
 
   def __post_init__(self):
     if self.fps < 0 or self.short_side < 0 or not 1 <= self.jpeg_quality <= 100:
@@ -86,21 +90,23 @@ class VideoConverter(pipeline.ItemConverter):
       raise video_reader.MissingFileError(record.video_id, record.missing_hint or 'no file found.')
     settings = self._settings
     with video_reader.VideoReader(record.path, fps=settings.fps, short_side=settings.short_side,
-                                  start=record.start, end=record.end) as reader:
+                                  start=record.start, end=record.end,
+                                  allow_truncated=settings.allow_truncated) as reader:
       encoded, shape = [], None
       for frame in reader:
         shape = frame.shape
         encoded.append(sequence_example.encode_jpeg(frame, settings.jpeg_quality))
-      info = reader.info
+      info, truncation = reader.info, reader.truncation
     example = sequence_example.make_sequence_example(
         encoded, video_id=record.video_id, height=shape[0], width=shape[1], fps=info.fps,
         source_fps=info.source_fps, label_indices=indices, label_names=names, start=record.start,
         end=record.end)
+    details = {'num_frames': len(encoded), 'fps': info.fps, 'source_fps': info.source_fps,
+               'height': shape[0], 'width': shape[1], 'rotation': info.rotation}
+    if truncation:
+      details[report.TRUNCATED] = truncation
     # Deterministic serialisation sorts the feature maps, so equal inputs give byte-identical shards.
-    return pipeline.Converted(
-        records=[example.SerializeToString(deterministic=True)],
-        details={'num_frames': len(encoded), 'fps': info.fps, 'source_fps': info.source_fps,
-                 'height': shape[0], 'width': shape[1], 'rotation': info.rotation})
+    return pipeline.Converted(records=[example.SerializeToString(deterministic=True)], details=details)
 
 
 def list_inputs(args: argparse.Namespace) -> sources.Listing:
@@ -182,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help='Stored short-side length in pixels; 0 keeps the source size.')
   parser.add_argument('--jpeg_quality', type=int, default=sequence_example.DEFAULT_JPEG_QUALITY,
                       help='JPEG quality of stored frames (1-100).')
+  parser.add_argument('--allow_truncated', action='store_true',
+                      help='Store the decodable part of videos that end before their container says they do '
+                      '(interrupted downloads) instead of failing them as "truncated"; the report marks them.')
   parser.add_argument('--max_failure_fraction', type=float, default=0.01,
                       help='Exit with status 1 when more than this fraction of inputs failed (report lists them).')
   parser.add_argument('--progress_interval', type=float, default=10.0,
@@ -218,7 +227,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _convert(args: argparse.Namespace, beam_args: List[str]) -> int:
-  settings = VideoSettings(fps=args.fps, short_side=args.short_side, jpeg_quality=args.jpeg_quality)
+  settings = VideoSettings(fps=args.fps, short_side=args.short_side, jpeg_quality=args.jpeg_quality,
+                           allow_truncated=args.allow_truncated)
   listing = list_inputs(args)
   for note in listing.notes:
     _log(f'[{args.split}] note: {note}')
@@ -239,6 +249,10 @@ def _convert(args: argparse.Namespace, beam_args: List[str]) -> int:
   converted = [e for e in result.entries if e.status == report.CONVERTED]
   frames = sum(e.details.get('num_frames', 0) for e in converted)
   _log(f'[{args.split}] {report.summary_line(result.entries)}.')
+  kept_truncated = sum(report.TRUNCATED in e.details for e in converted)
+  if kept_truncated:
+    _log(f'[{args.split}] {kept_truncated} of the converted inputs are truncated and stored as far as they decode '
+         '(--allow_truncated); their report lines say what is missing.')
   if result.converted_shards:
     _log(f'[{args.split}] {result.converted_shards} shards written in {result.seconds:.1f} s '
          f'({result.skipped_shards} already complete); {frames} frames stored.')

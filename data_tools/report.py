@@ -18,7 +18,8 @@ FAILED = 'failed'
 
 # Failure reasons. Kept as plain strings so report lines read naturally and stay stable across versions.
 MISSING_FILE = 'missing file'
-UNREADABLE = 'unreadable'  # Not a media file, truncated, or corrupt data found while decoding.
+UNREADABLE = 'unreadable'  # Not a media file, no readable index, or corrupt data in the middle of the stream.
+TRUNCATED = 'truncated'  # Decodes, but ends before the duration or frame count its container declares.
 NO_VIDEO_STREAM = 'no video stream'
 ZERO_FRAMES = 'zero frames'
 UNKNOWN_LABEL = 'unknown label'
@@ -26,7 +27,7 @@ OUTSIDE_TIME_SPAN = 'outside time span'
 DUPLICATE_ID = 'duplicate id'
 UNEXPECTED_ERROR = 'unexpected error'  # A bug or an environment problem; the message holds the exception.
 
-REASONS = (MISSING_FILE, UNREADABLE, NO_VIDEO_STREAM, ZERO_FRAMES, UNKNOWN_LABEL, OUTSIDE_TIME_SPAN,
+REASONS = (MISSING_FILE, UNREADABLE, TRUNCATED, NO_VIDEO_STREAM, ZERO_FRAMES, UNKNOWN_LABEL, OUTSIDE_TIME_SPAN,
            DUPLICATE_ID, UNEXPECTED_ERROR)
 
 

@@ -22,6 +22,7 @@ from data_tools import sources
 from data_tools import verify
 from official.vision.dataloaders import video_input
 from official_cvrl.dataloaders import feature_keys
+from tests.data_tools import real_videos
 from tests.data_tools import video_fixtures
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -156,6 +157,52 @@ class ConvertTest(tf.test.TestCase):
     first = tf.io.decode_jpeg(cut.feature_lists.feature_list[feature_keys.IMAGE_KEY].feature[0].bytes_list.value[0])
     self.assertAllClose(float(tf.reduce_mean(tf.cast(first, tf.float32))), video_fixtures.gray_level(5), atol=4)
     self.assertEqual(_run(*args, '--max_failure_fraction=0.8'), 0)
+
+  def test_truncated_videos_fail_unless_allowed(self):
+    # Halves of real clips (with their index at the front, so they open) and of freshly encoded AVI/WebM files
+    # decode without an error; they must not be stored as if whole.
+    root = self.get_temp_dir()
+    videos = os.path.join(root, 'videos')
+    scratch = os.path.join(root, 'scratch')
+    faststart = {'movflags': 'faststart'}
+    bunny = real_videos.remux(real_videos.path('bigbuckbunny.mp4'), os.path.join(scratch, 'bunny.mp4'), faststart)
+    phone = real_videos.remux(real_videos.path('carphone_distorted.mp4'), os.path.join(scratch, 'phone.mp4'),
+                              faststart)
+    os.makedirs(os.path.join(videos, 'whole'))
+    os.symlink(real_videos.path('carphone_distorted.mp4'), os.path.join(videos, 'whole', 'carphone.mp4'))
+    video_fixtures.write_video(os.path.join(videos, 'whole', 'grey.webm'), num_frames=20, fps=25, codec='libvpx')
+    cut = {'bunny_half.mp4': bunny, 'phone_half.mp4': phone,
+           'grey_cut.avi': video_fixtures.write_video(os.path.join(scratch, 'grey.avi'), num_frames=20, fps=25,
+                                                      codec='mjpeg', width=96, height=64),
+           'grey_cut.webm': video_fixtures.write_video(os.path.join(scratch, 'grey.webm'), num_frames=20, fps=25,
+                                                       codec='libvpx-vp9', width=96, height=64)}
+    for name, source in cut.items():
+      real_videos.cut(source, os.path.join(videos, 'cut', name), 0.5 if name.endswith('.mp4') else 0.7)
+    out = os.path.join(root, 'out')
+    args = ['--source=folder', f'--input_dir={videos}', '--split=train', f'--output_dir={out}', '--num_shards=2',
+            '--fps=10', '--short_side=32']
+    with mock.patch.object(convert, '_log') as log:
+      self.assertEqual(_run(*args), 1)
+    self.assertIn('2 of 6 inputs converted; 4 failed (4 truncated)', ' '.join(str(c) for c in log.call_args_list))
+    entries = {e.item_id: e for e in _read_report(out)}
+    self.assertEqual({i: e.reason for i, e in entries.items()},
+                     {'whole/carphone.mp4': '', 'whole/grey.webm': '', 'cut/bunny_half.mp4': report.TRUNCATED,
+                      'cut/phone_half.mp4': report.TRUNCATED, 'cut/grey_cut.avi': report.TRUNCATED,
+                      'cut/grey_cut.webm': report.TRUNCATED})
+    self.assertIn('of the 5.28 s (132 frames) the container declares', entries['cut/bunny_half.mp4'].message)
+    self.assertEqual(sorted(_read_examples(os.path.join(out, '*.tfrecord'))), ['whole/carphone.mp4',
+                                                                               'whole/grey.webm'])
+    # Accepted explicitly: every input is stored, the truncated ones as far as they decode, and marked.
+    self.assertEqual(_run(*args, '--allow_truncated', '--max_failure_fraction=0'), 0)
+    entries = {e.item_id: e for e in _read_report(out)}
+    self.assertEqual({e.status for e in entries.values()}, {report.CONVERTED})
+    self.assertEqual(sorted(i for i, e in entries.items() if report.TRUNCATED in e.details), sorted(
+        f'cut/{name}' for name in cut))
+    examples = _read_examples(os.path.join(out, '*.tfrecord'))
+    self.assertEqual(_context(examples['whole/carphone.mp4'], feature_keys.NUM_FRAMES_KEY), [41])  # 4.004 s at 10.
+    self.assertLess(_context(examples['cut/phone_half.mp4'], feature_keys.NUM_FRAMES_KEY)[0], 20)
+    self.assertEqual(_context(examples['cut/bunny_half.mp4'], feature_keys.HEIGHT_KEY), [32])
+    verify.verify(os.path.join(out, '*.tfrecord'), num_decode=6)
 
   def test_label_map_stable_across_separate_runs(self):
     root = self.get_temp_dir()

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from data_tools import report
 from data_tools import video_reader
+from tests.data_tools import real_videos
 from tests.data_tools import video_fixtures
 
 
@@ -127,6 +128,82 @@ class VideoReaderTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaises(video_reader.VideoReadError) as caught:
       video_reader.read_video(truncated)
     self.assertEqual(caught.exception.reason, report.UNREADABLE)
+
+  def test_reads_real_clip_whole(self):
+    # A camera clip encoded elsewhere: every declared frame decodes, and the reader reports the container's facts.
+    frames, info = video_reader.read_video(real_videos.path('carphone_distorted.mp4'), fps=0, short_side=0)
+    self.assertEqual(frames.shape, (120, 144, 176, 3))
+    self.assertEqual((info.codec, info.num_frames, info.width, info.height), ('h264', 120, 176, 144))
+    self.assertAlmostEqual(info.duration, 120 * 1001 / 30000)
+
+  @parameterized.product(layout=['faststart.mp4', 'remuxed.mkv'], fraction=[0.5, 0.7, 0.9])
+  def test_cut_real_clip_is_truncated(self, layout, fraction):
+    # With the index at the front (mp4 faststart) or per-track durations (mkv), a cut file opens and decodes
+    # without an error up to where it was cut; only comparing with the declared length shows it is incomplete.
+    directory = self.get_temp_dir()
+    source = real_videos.path('carphone_distorted.mp4')
+    whole = real_videos.remux(source, os.path.join(directory, layout),
+                              {'movflags': 'faststart'} if layout.endswith('.mp4') else None)
+    reference, _ = video_reader.read_video(source, fps=0, short_side=0)
+    path = real_videos.cut(whole, os.path.join(directory, f'cut_{fraction}_{layout}'), fraction)
+    with self.assertRaises(video_reader.TruncatedVideoError) as caught:
+      video_reader.read_video(path, fps=0, short_side=0)
+    self.assertEqual(caught.exception.reason, report.TRUNCATED)
+    message = str(caught.exception)
+    self.assertIn(path, message)
+    self.assertRegex(message, r'decoded \d+\.\d\d s \(\d+ frames\) of the 4\.00 s')
+    self.assertIn('--allow_truncated', message)
+    # Accepted explicitly: the frames kept are exactly the first frames of the whole clip.
+    with video_reader.VideoReader(path, fps=0, short_side=0, allow_truncated=True) as reader:
+      kept = np.stack(list(reader))
+      self.assertStartsWith(reader.truncation, 'truncated: decoded')
+    self.assertLess(len(kept), 0.95 * len(reference))
+    self.assertAllEqual(kept, reference[:len(kept)])
+
+  @parameterized.parameters(0.5, 0.9)
+  def test_cut_real_clip_with_index_at_the_end_fails(self, fraction):
+    # The camera clip keeps its index after the data: a cut loses the index, and the file cannot be opened.
+    path = real_videos.cut(real_videos.path('carphone_distorted.mp4'),
+                           os.path.join(self.get_temp_dir(), f'cut_{fraction}.mp4'), fraction)
+    with self.assertRaises(video_reader.VideoReadError) as caught:
+      video_reader.read_video(path, fps=0, short_side=0)
+    self.assertIn(path, str(caught.exception))
+
+  @parameterized.product(video=[('avi', 'mpeg4'), ('avi', 'mjpeg'), ('webm', 'libvpx'), ('webm', 'libvpx-vp9')],
+                         fraction=[0.7, 0.8])
+  def test_cut_encoded_video_is_truncated(self, video, fraction):
+    # AVI decodes a cut file without any error at all; its header still declares every frame.
+    extension, codec = video
+    directory = self.get_temp_dir()
+    whole = video_fixtures.write_video(os.path.join(directory, f'{codec}.{extension}'), num_frames=20, fps=25,
+                                       codec=codec, width=96, height=64)
+    path = real_videos.cut(whole, os.path.join(directory, f'cut_{fraction}_{codec}.{extension}'), fraction)
+    with self.assertRaises(video_reader.TruncatedVideoError) as caught:
+      video_reader.read_video(path, fps=10, short_side=0)
+    self.assertIn(path, str(caught.exception))
+    frames, _ = video_reader.read_video(path, fps=0, short_side=0, allow_truncated=True)
+    self.assertEqual(_source_indices(frames), list(range(len(frames))))
+    self.assertLess(len(frames), 20 - 3)
+
+  def test_span_before_the_cut_reads_and_span_after_it_is_truncated(self):
+    directory = self.get_temp_dir()
+    whole = real_videos.remux(real_videos.path('carphone_distorted.mp4'), os.path.join(directory, 'fs.mp4'),
+                              {'movflags': 'faststart'})
+    path = real_videos.cut(whole, os.path.join(directory, 'cut.mp4'), 0.7)  # Decodes to 1.80 s of 4.00 s.
+    frames, _ = video_reader.read_video(path, fps=10, short_side=0, start=0.5, end=1.5)
+    self.assertLen(frames, 10)
+    with self.assertRaises(video_reader.TruncatedVideoError):
+      video_reader.read_video(path, fps=10, short_side=0, start=3.0, end=3.5)
+
+  def test_corrupt_data_inside_the_stream_is_reported(self):
+    # Overwritten bytes in the middle of the h264 data: decoding fails with more packets after the broken one.
+    path = real_videos.corrupt(real_videos.path('carphone_distorted.mp4'),
+                               os.path.join(self.get_temp_dir(), 'damaged.mp4'), 0.4)
+    for allow_truncated in (False, True):
+      with self.assertRaises(video_reader.UnreadableVideoError) as caught:
+        video_reader.read_video(path, fps=0, short_side=0, allow_truncated=allow_truncated)
+      self.assertEqual(caught.exception.reason, report.UNREADABLE)
+      self.assertRegex(str(caught.exception), r'corrupt data while decoding after \d+\.\d\d s .*more data after it')
 
   def test_reads_remote_paths_through_tensorflow_file_systems(self):
     # 'file://' takes the same route as 'gs://': a TensorFlow GFile handed to PyAV.
