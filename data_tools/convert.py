@@ -9,7 +9,8 @@ Examples (see docs/data_preparation.md for every dataset kind and for running on
 Every input gets a line in `<output_dir>/report_<split>.jsonl`; the command exits with status 1 when the fraction
 of failed inputs exceeds --max_failure_fraction. A video that decodes to less than its container declares (an
 interrupted download) fails with reason `truncated`; --allow_truncated stores its decodable part instead.
-Re-running the same command after a kill finishes the missing shards only. Options this script does not know (`--runner`, `--direct_num_workers`, `--project`, ...) go to Beam.
+Re-running the same command after a kill finishes the missing shards only. Options this script does not know
+(`--runner`, `--direct_num_workers`, `--project`, ...) go to Beam.
 """
 
 import argparse
