@@ -248,15 +248,19 @@ def _convert(args: argparse.Namespace, beam_args: List[str]) -> int:
                         progress_interval=args.progress_interval, in_process=is_small_job(records), unit='videos',
                         log=_log)
   converted = [e for e in result.entries if e.status == report.CONVERTED]
-  frames = sum(e.details.get('num_frames', 0) for e in converted)
   _log(f'[{args.split}] {report.summary_line(result.entries)}.')
   kept_truncated = sum(report.TRUNCATED in e.details for e in converted)
   if kept_truncated:
     _log(f'[{args.split}] {kept_truncated} of the converted inputs are truncated and stored as far as they decode '
          '(--allow_truncated); their report lines say what is missing.')
   if result.converted_shards:
-    _log(f'[{args.split}] {result.converted_shards} shards written in {result.seconds:.1f} s '
-         f'({result.skipped_shards} already complete); {frames} frames stored.')
+    # This run's work only: a resumed run's skipped shards were stored by an earlier run.
+    written_frames = sum(e.details.get('num_frames', 0) for e in result.written_entries
+                         if e.status == report.CONVERTED)
+    earlier = (f'; {result.skipped_shards} shards were already complete from an earlier run'
+               if result.skipped_shards else '')
+    _log(f'[{args.split}] this run: {result.converted_shards} shards written in {result.seconds:.1f} s, '
+         f'{written_frames} frames stored{earlier}.')
   _log(f'[{args.split}] shards: {os.path.join(args.output_dir, f"{args.split}-*-of-{num_shards:05d}.tfrecord")}')
   _log(f'[{args.split}] report: {result.report_path}')
   if result.failure_fraction > args.max_failure_fraction:

@@ -91,6 +91,8 @@ class RunResult:
     converted_shards: shards written by this run.
     skipped_shards: shards already complete from an earlier run.
     seconds: wall time of the run.
+    written_entries: the entries of the shards this run wrote: what a summary of this run's work counts (a
+      resumed run that redoes 1 of 9 shards stored that shard's frames, not the whole set's).
   """
   entries: List[report.ReportEntry]
   report_path: str
@@ -98,6 +100,7 @@ class RunResult:
   converted_shards: int
   skipped_shards: int
   seconds: float
+  written_entries: List[report.ReportEntry] = dataclasses.field(default_factory=list)
 
   @property
   def num_failed(self) -> int:
@@ -439,15 +442,20 @@ def run(items: Sequence[WorkItem], converter: ItemConverter, *, output_dir: str,
       pipeline.run().wait_until_finish()
 
   entries = list(pre_failed)
+  written = []
   for i, name in enumerate(names):
     part = _read_part(_part_path(output_dir, name))
     if part is None or part.get('fingerprint') != plan[i].fingerprint or not tf.io.gfile.exists(shard_paths[i]):
       raise RuntimeError(f'The pipeline finished but shard {shard_paths[i]} is missing or incomplete. Re-run the '
                          'same command to finish it.')
-    entries.extend(report.ReportEntry(**e) for e in part['entries'])
+    shard_entries = [report.ReportEntry(**e) for e in part['entries']]
+    entries.extend(shard_entries)
+    if i in todo:
+      written.extend(shard_entries)
   for path in tf.io.gfile.glob(os.path.join(state, f'{prefix}-*.progress')):
     tf.io.gfile.remove(path)
   report_path = os.path.join(output_dir, f'report_{prefix}.jsonl')
   shards.write_text_atomically(report_path, report.dumps(entries), state)
   return RunResult(entries=entries, report_path=report_path, shard_paths=shard_paths,
-                   converted_shards=len(todo), skipped_shards=skipped, seconds=time.monotonic() - started)
+                   converted_shards=len(todo), skipped_shards=skipped, seconds=time.monotonic() - started,
+                   written_entries=written)

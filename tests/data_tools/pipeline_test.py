@@ -49,6 +49,24 @@ class PipelineTest(tf.test.TestCase):
       self.assertEqual(report.loads(f.read()), sorted(result.entries, key=lambda e: e.item_id))
     self.assertEqual(os.path.basename(result.report_path), 'report_clips.jsonl')
 
+  def test_resumed_run_reports_only_the_shards_it_wrote(self):
+    out = self.get_temp_dir()
+    items = [pipeline.WorkItem(f'id{i}', f'item{i}') for i in range(7)] + [pipeline.WorkItem('idbad', 'bad')]
+    first = pipeline.run(items, _TwoRecordsPerItem(), output_dir=out, prefix='clips', num_shards=4,
+                         progress_interval=0, log=lambda _: None)
+    self.assertEqual((first.converted_shards, first.skipped_shards), (4, 0))
+    self.assertCountEqual(first.written_entries, first.entries)
+    # The failed input is fixed (as when a missing download is added): only its shard is redone.
+    items[-1] = pipeline.WorkItem('idbad', 'fixed')
+    second = pipeline.run(items, _TwoRecordsPerItem(), output_dir=out, prefix='clips', num_shards=4,
+                          progress_interval=0, log=lambda _: None)
+    self.assertEqual((second.converted_shards, second.skipped_shards), (1, 3))
+    redone = [e.shard for e in second.entries if e.item_id == 'idbad'][0]
+    self.assertCountEqual([e.item_id for e in second.written_entries],
+                          [e.item_id for e in second.entries if e.shard == redone])
+    self.assertLess(len(second.written_entries), len(second.entries))
+    self.assertEqual(second.num_failed, 0)
+
   def test_unexpected_errors_are_reported_not_raised(self):
     result = pipeline.run([pipeline.WorkItem('a', 'a')], _Crashes(), output_dir=self.get_temp_dir(), prefix='x',
                           num_shards=1, progress_interval=0, log=lambda _: None)
