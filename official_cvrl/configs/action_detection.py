@@ -38,7 +38,7 @@ class ActionDetectionModel(hyperparams.Config):
   Attributes:
     model_type: key of the registered builder ('cvrl_action_detection').
     backbone: the video encoder; same variables as in pretraining, so a CVRL checkpoint restores into it.
-    norm_activation: batch norm settings of the encoder.
+    norm_activation: batch norm settings of the encoder (CVRL's momentum 0.9, epsilon 1e-5, as pretraining).
     roi_output_size: side of the RoIAlign grid per box.
     dropout_rate: dropout on the pooled box features, in [0, 1).
   """
@@ -46,7 +46,7 @@ class ActionDetectionModel(hyperparams.Config):
   backbone: backbones.Backbone3D = dataclasses.field(
       default_factory=lambda: backbones.Backbone3D(type='r3d', r3d=backbones.R3D(res5_dilation=2)))
   norm_activation: common.NormActivation = dataclasses.field(
-      default_factory=lambda: common.NormActivation(use_sync_bn=False))
+      default_factory=lambda: backbones.cvrl_norm_activation(use_sync_bn=False))
   roi_output_size: int = 7
   dropout_rate: float = 0.5
 

@@ -93,6 +93,16 @@ def feature_extractor(model: tf_keras.Model) -> tf_keras.Model:
                         name=f'{model.name}_features')
 
 
+def backbone_features_model(model: tf_keras.Model) -> tf_keras.Model:
+  """A model over `model`'s layers returning only {'features'}.
+
+  For a checkpoint that holds only the backbone (a released CVRL backbone): the projection head or classifier of
+  the experiment's model would stay random, so their outputs are not served.
+  """
+  features = feature_extractor(model)
+  return tf_keras.Model(features.inputs, {FEATURES: features.output[FEATURES]}, name=f'{model.name}_backbone')
+
+
 def _check_positive_dims(shape: tf.Tensor, first: int, hint: str, name: str) -> tf.Operation:
   """In-graph check that dims `first..-2` of `shape` are >= 1 (the dims are unknown when tracing, so the check
   stays in the graph and also runs in TF Serving)."""

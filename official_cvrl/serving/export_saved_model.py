@@ -38,6 +38,7 @@ from data_tools import sequence_example
 from official_cvrl import registry_imports  # pylint: disable=unused-import  (registers experiments and models)
 from official_cvrl.ops import multi_view
 from official_cvrl.serving import export_module
+from official_cvrl.utils import checkpoints
 from official_cvrl.utils import errors
 
 FLAGS = flags.FLAGS
@@ -302,7 +303,12 @@ def run_export(experiment: str, checkpoint_path: str, export_dir: str,
   params = load_experiment_config(experiment, config_files, params_override)
   num_frames, stride, crop_size = clip_geometry(params)
   model = build_model(params)
-  prefix = restore_checkpoint(model, checkpoint_path)
+  if checkpoints.is_backbone_only(checkpoint_path, '--checkpoint_path'):
+    # A released backbone (docs/evaluation.md): only the backbone's outputs are defined, so only they are served.
+    prefix = checkpoints.restore_backbone(model.backbone, checkpoint_path, key='--checkpoint_path')
+    model = export_module.backbone_features_model(model)
+  else:
+    prefix = restore_checkpoint(model, checkpoint_path)
   logging.info('Restored %s.', prefix)
   data = params.task.validation_data
   module = export_module.CVRLExportModule(
@@ -319,7 +325,8 @@ def define_flags() -> None:
   flags.DEFINE_string(
       'params_override', None, 'Final overrides, as in training: "a.b=1,c.d=x" or a YAML/JSON string.')
   flags.DEFINE_string(
-      'checkpoint_path', None, 'A model_dir (its latest checkpoint is used) or a checkpoint prefix (ckpt-1000).')
+      'checkpoint_path', None, 'A model_dir (its latest checkpoint is used), a checkpoint prefix (ckpt-1000), or a '
+      'backbone-only checkpoint such as a released <name>/<name>_backbone-1 (then only features are served).')
   flags.DEFINE_string(
       'export_dir', None, 'Base folder of the versioned exports; the new version goes to <export_dir>/<version>.')
   flags.DEFINE_integer(
