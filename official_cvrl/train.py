@@ -22,6 +22,7 @@ from official.vision import train as vision_train
 
 from official_cvrl import registry_imports  # pylint: disable=unused-import
 from official_cvrl.utils import errors
+from official_cvrl.utils import input_files
 
 FLAGS = flags.FLAGS
 
@@ -58,6 +59,9 @@ def main(argv):
     vision_train.main(argv)
   except errors.UserInputError as e:
     _fail(str(e))
+  except tf.errors.DataLossError as e:  # A record damaged past the pre-run header check; the error names no file.
+    params = train_utils.parse_configuration(FLAGS, print_return=False)
+    _fail(input_files.read_error_message(input_files.input_paths(params), e))
   except tf.errors.OpError as e:
     if errors.NON_FINITE_LOSS_MARKER in (e.message or ''):
       _fail(f'the training loss became NaN or Inf; training stopped before saving it. The last good checkpoint '
