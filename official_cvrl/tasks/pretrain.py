@@ -17,6 +17,7 @@ from official.vision.modeling import factory_3d
 from official_cvrl.configs import cvrl as cvrl_cfg
 from official_cvrl.dataloaders import ssl_input
 from official_cvrl.dataloaders import video_decoder
+from official_cvrl.evaluation import embedding_health
 from official_cvrl.losses import contrastive
 from official_cvrl.modeling import factory as _model_factory  # pylint: disable=unused-import  (registers builders)
 from official_cvrl.ops import color_augment
@@ -24,7 +25,9 @@ from official_cvrl.tasks import optimization_step
 from official_cvrl.utils import errors
 from official_cvrl.utils import input_files
 
-_CONTRASTIVE_METRICS = ('contrastive_loss', 'contrastive_accuracy', 'contrastive_entropy', 'regularization_loss')
+# Label-free health of the embeddings (evaluation/embedding_health.py) is logged next to the contrastive terms.
+_CONTRASTIVE_METRICS = ('contrastive_loss', 'contrastive_accuracy', 'contrastive_entropy', 'regularization_loss',
+                        'embedding_std', 'effective_rank', 'alignment', 'uniformity')
 
 
 def build_l2_regularizer(l2_weight_decay: float) -> Optional[tf_keras.regularizers.Regularizer]:
@@ -145,6 +148,8 @@ class CVRLPretrainTask(base_task.Task):
     total = contrastive_loss + regularization
     logs = {'contrastive_loss': contrastive_loss, 'regularization_loss': regularization}
     logs.update(stats)
+    # Monitoring only (this replica's batch, no gradient): collapse shows here before it shows in the loss.
+    logs.update(embedding_health.health_metrics(tf.stop_gradient(projections_1), tf.stop_gradient(projections_2)))
     return total, logs
 
   def _update_metrics(self, metrics, logs: Dict[str, tf.Tensor]) -> None:
