@@ -9,6 +9,8 @@ excluded), n_c / N against a separate database.
   python -m official_cvrl.serving.retrieval --embeddings=test_embeddings.npz --database=train_embeddings.npz
 
 prints precision@k (the mean fraction of the k neighbours sharing the query's class), precision@1, and chance.
+The standard retrieval protocol (R@k of test queries against the training set, per split) is
+`python -m official_cvrl.evaluate_retrieval`.
 """
 import dataclasses
 import sys
@@ -18,10 +20,9 @@ from absl import app
 from absl import flags
 import numpy as np
 
-FLAGS = flags.FLAGS
+from official_cvrl.evaluation import retrieval as retrieval_lib
 
-# Queries compared per matrix product, to bound memory on large sets.
-_CHUNK = 1024
+FLAGS = flags.FLAGS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,14 +43,11 @@ class RetrievalResult:
   chance: float
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-  x = np.asarray(x, np.float64)
-  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def nearest_neighbours(queries: np.ndarray, database: np.ndarray, k: int,
                        exclude: Optional[np.ndarray] = None) -> np.ndarray:
   """Indices `[num_queries, k]` of each query's k most cosine-similar database rows, most similar first.
+
+  The exact blockwise search of `official_cvrl.evaluation.retrieval` (memory bounded; ties to the lower index).
 
   Args:
     queries: `[Q, D]` embeddings.
@@ -59,17 +57,10 @@ def nearest_neighbours(queries: np.ndarray, database: np.ndarray, k: int,
       queries are database rows).
 
   Returns:
-    int64 `[Q, k]` database indices; ties go to the lower index.
+    int64 `[Q, k]` database indices.
   """
-  queries, database = _unit_rows(queries), _unit_rows(database)
-  result = np.empty([len(queries), k], np.int64)
-  for begin in range(0, len(queries), _CHUNK):
-    similarity = queries[begin:begin + _CHUNK] @ database.T
-    if exclude is not None:
-      similarity[np.arange(similarity.shape[0]), exclude[begin:begin + _CHUNK]] = -np.inf
-    # Stable sort of the negated similarity: the most similar first, ties to the lower index.
-    result[begin:begin + _CHUNK] = np.argsort(-similarity, axis=1, kind='stable')[:, :k]
-  return result
+  indices, _ = retrieval_lib.top_k_neighbours(queries, database, k, exclude=exclude, normalize=True)
+  return indices
 
 
 def neighbour_class_agreement(embeddings: np.ndarray, labels: np.ndarray, k: int,
