@@ -356,5 +356,7 @@ if __name__ == '__main__':
   # `__main__.Keyframe` does not exist in a worker process.
   from data_tools import ava as ava_module  # pylint: disable=g-import-not-at-top,import-self
   ava_module.define_flags()
+  # --help lists the key flags of __main__ only; the flags are defined in the importable module, so adopt them.
+  flags.adopt_module_key_flags(ava_module)
   # Options absl does not know are Beam's (--runner, --direct_num_workers, ...): keep them for the pipeline.
   app.run(ava_module.main, flags_parser=lambda argv: flags.FLAGS(argv, known_only=True))

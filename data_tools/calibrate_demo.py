@@ -15,7 +15,8 @@ indices are the sorted class folder names.
 
 Usage:
 
-  python -m data_tools.calibrate_demo --data_dir=/tmp/cvrl_demo_videos --train_seconds=120
+  python -m data_tools.calibrate_demo                      # the videos `make demo` rendered (demo_output/raw_videos)
+  python -m data_tools.calibrate_demo --data_dir=DIR --train_seconds=120   # a data_tools.demo_dataset --output_dir
 """
 import json
 import os
@@ -201,9 +202,15 @@ def calibrate(train: Tuple[np.ndarray, np.ndarray], test: Tuple[np.ndarray, np.n
               steps=steps, seconds=seconds, chance=1.0 / num_classes, confusion=confusion.tolist())
 
 
+# Where `make demo` (official_cvrl.demo, stage 1) renders the videos.
+DEFAULT_DATA_DIR = 'demo_output/raw_videos'
+
+
 def define_flags() -> None:
   """Defines the command-line flags (only when run as a program, so importing this module defines none)."""
-  flags.DEFINE_string('data_dir', None, 'Root of <split>/<class>/*.mp4, e.g. the demo_dataset --output_dir.')
+  flags.DEFINE_string('data_dir', DEFAULT_DATA_DIR,
+                      'Root of <split>/<class>/*.mp4: a data_tools.demo_dataset --output_dir. The default is where '
+                      '`make demo` renders the videos.')
   flags.DEFINE_string('train_split', 'train', 'Split to train on.')
   flags.DEFINE_string('test_split', 'test', 'Split to report accuracy on.')
   flags.DEFINE_list('modes', list(MODES), f'Runs to do, among {MODES}.')
@@ -220,8 +227,9 @@ def define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
   del argv
   f = flags.FLAGS
-  if not f.data_dir:
-    raise app.UsageError('--data_dir is required.')
+  if not os.path.isdir(f.data_dir):
+    raise app.UsageError(f'--data_dir={f.data_dir} is not a folder. Render the demo videos first (`make demo`, or '
+                         f'python -m data_tools.demo_dataset --output_dir={f.data_dir}) or pass --data_dir.')
   try:
     started = time.perf_counter()
     train_videos, train_labels, class_names = load_split(f.data_dir, f.train_split)

@@ -237,7 +237,7 @@ def _convert(args: argparse.Namespace, beam_args: List[str]) -> int:
   labels = None
   if any(r.label is not None for r in records):
     map_path = args.label_map or os.path.join(args.output_dir, 'label_map.txt')
-    existed = tf.io.gfile.exists(map_path)
+    existed = label_map_lib.exists(map_path)
     labels = label_map_lib.load_or_create(map_path, listing.class_names, sort=not listing.official_order)
     _log(f'[{args.split}] label map {map_path}: {len(labels)} classes '
          f'({"reused" if existed else "created"}).')

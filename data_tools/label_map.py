@@ -8,16 +8,32 @@ from an existing map is refused with `UnknownLabelError`, which the converter re
 """
 
 import collections
+import contextlib
 import os
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, Iterator, List, Optional, Sequence
 
 import tensorflow as tf
 
 from data_tools import report
+from official_cvrl.utils import errors
 
 
 class UnknownLabelError(report.ConversionError):
   reason = report.UNKNOWN_LABEL
+
+
+@contextlib.contextmanager
+def _storage_errors(path: str, action: str) -> Iterator[None]:
+  """Turns a file-system failure (an unreachable or unauthorised `gs://` bucket, a permission error) into one
+  `UserInputError` line naming the label map, instead of a TensorFlow stack trace from deep inside gfile."""
+  try:
+    yield
+  except tf.errors.OpError as e:
+    detail = ' '.join(str(e.message).split())
+    remote = '://' in path
+    hint = ('check the bucket name, your network and credentials (gcloud auth application-default login), or pass a '
+            'local --label_map' if remote else 'check the path and its permissions')
+    raise errors.UserInputError(f'Label map {path}: cannot {action} it ({detail}); {hint}.') from None
 
 
 class LabelMap:
@@ -65,17 +81,25 @@ def sorted_names(names: Iterable[str]) -> List[str]:
   return sorted(set(names))
 
 
+def exists(path: str) -> bool:
+  """Whether the label map file exists; an unreachable location raises one `UserInputError` line."""
+  with _storage_errors(path, 'read'):
+    return tf.io.gfile.exists(path)
+
+
 def read(path: str) -> LabelMap:
   """Reads a label map file (one class name per line; blank lines are not allowed).
 
   Raises:
     FileNotFoundError: when `path` does not exist.
-    ValueError: when the file is empty or malformed.
+    ValueError: when the file is empty or malformed, or cannot be read (`errors.UserInputError`: e.g. an
+      unreachable bucket).
   """
-  if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f'Label map {path} does not exist.')
-  with tf.io.gfile.GFile(path, 'r') as f:
-    lines = f.read().splitlines()
+  with _storage_errors(path, 'read'):
+    if not tf.io.gfile.exists(path):
+      raise FileNotFoundError(f'Label map {path} does not exist.')
+    with tf.io.gfile.GFile(path, 'r') as f:
+      lines = f.read().splitlines()
   if not lines:
     raise ValueError(f'Label map {path} is empty; delete it to have it recreated, or list one class per line.')
   if any(not line.strip() for line in lines):
@@ -86,12 +110,13 @@ def read(path: str) -> LabelMap:
 def write(path: str, label_map: LabelMap) -> None:
   """Writes the map atomically (temporary file, then rename) so a reader never sees half a map."""
   directory = os.path.dirname(path)
-  if directory:
-    tf.io.gfile.makedirs(directory)
-  temporary = f'{path}.tmp-{os.getpid()}'
-  with tf.io.gfile.GFile(temporary, 'w') as f:
-    f.write(label_map.to_text())
-  tf.io.gfile.rename(temporary, path, overwrite=True)
+  with _storage_errors(path, 'write'):
+    if directory:
+      tf.io.gfile.makedirs(directory)
+    temporary = f'{path}.tmp-{os.getpid()}'
+    with tf.io.gfile.GFile(temporary, 'w') as f:
+      f.write(label_map.to_text())
+    tf.io.gfile.rename(temporary, path, overwrite=True)
 
 
 def load_or_create(path: str, class_names: Optional[Sequence[str]], sort: bool = True) -> LabelMap:
@@ -107,9 +132,10 @@ def load_or_create(path: str, class_names: Optional[Sequence[str]], sort: bool =
     The label map; `path` exists afterwards.
 
   Raises:
-    ValueError: when the map does not exist and no class names are known.
+    ValueError: when the map does not exist and no class names are known, or cannot be read or written
+      (`errors.UserInputError`).
   """
-  if tf.io.gfile.exists(path):
+  if exists(path):
     return read(path)
   if not class_names:
     raise ValueError(f'Label map {path} does not exist and the inputs name no classes to create it from.')

@@ -1,7 +1,7 @@
 r"""Makes class-balanced label-fraction subsets of a training set for semi-supervised learning.
 
-  python -m data_tools.make_subset --input 'data/k400/train-*.tfrecord' --fraction 0.01 --seed 0 \
-      --output_dir data/k400_train_1pct
+  python -m data_tools.make_subset --input 'data/kinetics400/train-*.tfrecord' --fraction 0.01 --seed 0 \
+      --output_dir data/kinetics400_train_1pct
 
 CVRL's semi-supervised setting (paper Sec. 4.1) samples 1% and 10% of the videos of every class of the Kinetics
 training set. Here each class with n videos keeps round(fraction * n) of them, and at least one, so every class is
@@ -113,7 +113,8 @@ def make_subset(file_pattern: str, output_dir: str, fraction: float, seed: int =
     fraction: share of each class to keep, in (0, 1].
     seed: selection seed.
     prefix: shard name prefix of the subset.
-    num_shards: number of subset shards; 0 picks about 100 videos per shard (at most 16 for small subsets).
+    num_shards: number of subset shards; 0 picks `shards.auto_num_shards`: about 100 videos per shard, but at
+      least 16 shards (one per video below 16 videos) so that small subsets still spread over workers.
 
   Returns:
     The `SubsetResult`.
@@ -168,12 +169,14 @@ def make_subset(file_pattern: str, output_dir: str, fraction: float, seed: int =
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(prog='python -m data_tools.make_subset', description=__doc__.split('\n\n')[0])
-  parser.add_argument('--input', required=True, help="Glob of the training set, e.g. 'data/k400/train-*.tfrecord'.")
+  parser.add_argument('--input', required=True, help="Glob of the training set, e.g. 'data/kinetics400/train-*.tfrecord'.")
   parser.add_argument('--output_dir', required=True, help='Folder for the subset shards and id list.')
   parser.add_argument('--fraction', type=float, required=True, help='Share of each class, e.g. 0.01 or 0.1.')
   parser.add_argument('--seed', type=int, default=0, help='Selection seed.')
   parser.add_argument('--prefix', default='train', help='Shard name prefix of the subset.')
-  parser.add_argument('--num_shards', type=int, default=0, help='Subset shards; 0 picks ~100 videos per shard.')
+  parser.add_argument('--num_shards', type=int, default=0,
+                      help='Subset shards; 0 picks about 100 videos per shard but at least 16 shards (one per video '
+                      'below 16), e.g. 16 shards for 200 videos, 22 for 2156.')
   args = parser.parse_args(argv)
   try:
     result = make_subset(args.input, args.output_dir, args.fraction, args.seed, args.prefix, args.num_shards)

@@ -254,7 +254,7 @@ def format_stats(stats: Stats, max_classes: int = 50) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(prog='python -m data_tools.verify', description=__doc__.split('\n\n')[0])
-  parser.add_argument('--input', required=True, help="Glob of TFRecord files, e.g. 'data/k400/train-*.tfrecord'.")
+  parser.add_argument('--input', required=True, help="Glob of TFRecord files, e.g. 'data/kinetics400/train-*.tfrecord'.")
   parser.add_argument('--label_map', help='Label map to check class indices and names against.')
   parser.add_argument('--num_decode', type=int, default=4, help='Videos to fully decode (sampled).')
   parser.add_argument('--seed', type=int, default=0, help='Seed of the decode sample.')

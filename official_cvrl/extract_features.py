@@ -2,7 +2,7 @@ r"""Embeds videos with an exported CVRL SavedModel: video files or TFRecords in,
 
   # Video files in class folders (<input>/<class>/<video>; the class gives the label):
   python -m official_cvrl.extract_features --saved_model_dir=demo_output/saved_model \
-      --input=demo_output/videos/test --input_format=class_folders --output=test_embeddings.npz --num_clips=4
+      --input=demo_output/raw_videos/test --input_format=class_folders --output=test_embeddings.npz --num_clips=4
 
   # Any folder (scanned recursively) or a text file with one video path per line, unlabeled:
   python -m official_cvrl.extract_features --saved_model_dir=... --input=my_videos/ --output=emb.npz

@@ -37,6 +37,20 @@ class CliOutputTest(tf.test.TestCase):
     self.assertIn('--source', process.stdout)
     self.assertQuiet(process)
 
+  def test_ava_help_lists_its_flags(self):
+    process = _run('data_tools.ava', '--help')  # absl's --help exits with status 1.
+    for flag in ('annotations', 'label_map', 'movies_dir', 'output_dir', 'split', 'excluded', 'proposals',
+                 'num_frames', 'temporal_stride', 'fps', 'short_side', 'segment_start', 'num_shards'):
+      self.assertIn(f'--{flag}:', process.stdout)
+
+  def test_calibrate_demo_reads_the_demo_videos_by_default(self):
+    # Run where no demo has been rendered: the error names the default folder and how to make it.
+    process = _run('data_tools.calibrate_demo', cwd=self.get_temp_dir())
+    self.assertEqual(process.returncode, 1)
+    self.assertIn('--data_dir=demo_output/raw_videos is not a folder. Render the demo videos first (`make demo`',
+                  process.stderr)
+    self.assertNotIn('Traceback', process.stderr)
+
   def test_resumed_conversion_counts_this_runs_work_and_prints_no_beam_warnings(self):
     root = self.get_temp_dir()
     videos = os.path.join(root, 'videos')
