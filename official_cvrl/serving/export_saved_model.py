@@ -8,6 +8,8 @@ writes `<export_dir>/<version>/` (version = Unix time in seconds, the layout TF 
 signatures of `export_module.CVRLExportModule`, the TF Serving warm-up requests
 (`assets.extra/tf_serving_warmup_requests`) and the experiment config (`assets.extra/params.yaml`). The version
 folder appears in one rename once complete, so a model server watching `<export_dir>` never loads half an export.
+TF Serving serves the highest version, so a new export is always numbered above every version already there (even
+one from a clock ahead of this one); the hidden temporaries of killed exports are removed at the next export.
 
 The checkpoint may come from pretraining (model_type 'cvrl': features + projection) or from linear evaluation or
 fine-tuning (model_type 'cvrl_classifier': features + logits); pass the experiment (and the `params.yaml` of the
@@ -17,6 +19,7 @@ stops and lists the ones that are not. The clip geometry comes from the experime
 e.g. the paper's 32-frame evaluation clips: `task.validation_data.feature_shape=[32,224,224,3]`).
 """
 import os
+import re
 import sys
 import tempfile
 import time
@@ -49,6 +52,9 @@ PARAMS_FILE = 'params.yaml'
 
 # How many variables a checkpoint mismatch message lists before summarising.
 _MAX_LISTED = 20
+
+# `.tmp-<version>-<pid>`: the folder an export writes before renaming it to `<version>`.
+_TEMPORARY = re.compile(r'\.tmp-(\d+)-(\d+)')
 
 
 def load_experiment_config(experiment: str,
@@ -238,11 +244,68 @@ def write_warmup_requests(path: str, module: export_module.CVRLExportModule) -> 
   return len(requests)
 
 
+def check_export_dir(export_dir: str) -> None:
+  """Creates the export folder, or says in one line why it cannot be one.
+
+  Raises:
+    UserInputError: `export_dir` is an existing file, or cannot be created (e.g. a file in its path).
+  """
+  if tf.io.gfile.exists(export_dir) and not tf.io.gfile.isdir(export_dir):
+    raise errors.UserInputError(f'--export_dir={export_dir} is an existing file, not a folder. Pass a folder: '
+                                'each export is written to <export_dir>/<version>/.')
+  try:
+    tf.io.gfile.makedirs(export_dir)
+  except tf.errors.OpError as e:
+    raise errors.UserInputError(f'--export_dir={export_dir} cannot be created ({e.message.splitlines()[0]}). '
+                                'Pass a folder you can write to.') from None
+
+
+def existing_versions(export_dir: str) -> List[int]:
+  """The version numbers (all-digit folder names, as TF Serving reads them) in `export_dir`."""
+  names = (name.rstrip('/') for name in tf.io.gfile.listdir(export_dir))
+  return sorted(int(name) for name in names if name.isdigit())
+
+
+def _process_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)  # Signal 0 only checks that the process exists.
+  except ProcessLookupError:
+    return False
+  except OSError:
+    return True  # Exists but belongs to another user.
+  return True
+
+
+def remove_stale_temporaries(export_dir: str) -> List[str]:
+  """Deletes the `.tmp-<version>-<pid>` folders of exports whose process no longer runs.
+
+  An export killed (SIGKILL, OOM, power loss) before its rename leaves its temporary folder behind; TF Serving
+  ignores it, but it would stay forever. A temporary whose process is alive belongs to an export in progress and
+  is kept. On remote file systems (`gs://`) a process id says nothing about other machines, so nothing is deleted.
+
+  Returns:
+    The folders deleted.
+  """
+  if '://' in export_dir:
+    return []
+  removed = []
+  for name in tf.io.gfile.listdir(export_dir):
+    match = _TEMPORARY.fullmatch(name.rstrip('/'))
+    if match and int(match.group(2)) != os.getpid() and not _process_alive(int(match.group(2))):
+      path = os.path.join(export_dir, name.rstrip('/'))
+      tf.io.gfile.rmtree(path)
+      removed.append(path)
+  return removed
+
+
 def _new_version(export_dir: str) -> int:
-  version = int(time.time())
-  while tf.io.gfile.exists(os.path.join(export_dir, str(version))):
-    version += 1
-  return version
+  """Unix time in seconds, or one above the highest version already there when that is higher.
+
+  TF Serving serves the highest version: a version below an existing one (written by a machine whose clock runs
+  ahead, or numbered by hand) would be exported but never served.
+  """
+  versions = existing_versions(export_dir)
+  return max([int(time.time())] + [v + 1 for v in versions])
 
 
 def save_versioned(module: export_module.CVRLExportModule, export_dir: str,
@@ -252,7 +315,9 @@ def save_versioned(module: export_module.CVRLExportModule, export_dir: str,
   Everything is written to a hidden temporary folder next to the versions (TF Serving only loads all-digit
   folder names), then renamed to the version folder in one step: a watcher never sees half a version, and a
   crash leaves no version folder behind. The rename is atomic on local and POSIX file systems; object stores
-  (gs://) have no atomic folder rename, so export locally and copy the finished folder there.
+  (gs://) have no atomic folder rename, so export locally and copy the finished folder there. The version is
+  chosen at the rename, above every version present then (see `_new_version`); temporaries of killed exports
+  are deleted first.
 
   Args:
     module: the export module.
@@ -262,7 +327,9 @@ def save_versioned(module: export_module.CVRLExportModule, export_dir: str,
   Returns:
     The version folder written.
   """
-  tf.io.gfile.makedirs(export_dir)
+  check_export_dir(export_dir)
+  for path in remove_stale_temporaries(export_dir):
+    logging.warning('Removed %s, left by an export that was killed.', path)
   signatures = module.get_inference_signatures()
   version = _new_version(export_dir)
   temporary = os.path.join(export_dir, f'.tmp-{version}-{os.getpid()}')
@@ -274,12 +341,17 @@ def save_versioned(module: export_module.CVRLExportModule, export_dir: str,
     if params is not None:
       hyperparams.save_params_dict_to_yaml(params, os.path.join(extra, PARAMS_FILE))
     while True:
+      # Chosen again now: another export may have written a version meanwhile, and ours must be above it.
+      version = _new_version(export_dir)
+      if version > int(time.time()) + 1:
+        logging.warning('%s holds versions up to %d, above the current Unix time: writing version %d so that TF '
+                        'Serving serves this export.', export_dir, version - 1, version)
       final = os.path.join(export_dir, str(version))
       try:
         tf.io.gfile.rename(temporary, final, overwrite=False)
         return final
       except tf.errors.AlreadyExistsError:
-        version += 1  # Another export took this version meanwhile.
+        continue  # Another export took this version between the listing and the rename.
   finally:
     if tf.io.gfile.exists(temporary):
       tf.io.gfile.rmtree(temporary)
@@ -294,12 +366,14 @@ def run_export(experiment: str, checkpoint_path: str, export_dir: str,
     The version folder written.
 
   Raises:
-    UserInputError: on a bad config, a missing or mismatched checkpoint, num_clips < 1 or num_crops not 1 or 3.
+    UserInputError: on a bad config, a missing or mismatched checkpoint, num_clips < 1, num_crops not 1 or 3, or
+      an --export_dir that is a file.
   """
   if num_clips < 1:
     raise errors.UserInputError(f'--num_clips must be >= 1, got {num_clips}.')
   if num_crops not in multi_view.TEST_CROP_COUNTS:
     raise errors.UserInputError(f'--num_crops must be 1 or 3, got {num_crops}.')
+  check_export_dir(export_dir)  # Before the slow part: a bad --export_dir fails at once.
   params = load_experiment_config(experiment, config_files, params_override)
   num_frames, stride, crop_size = clip_geometry(params)
   model = build_model(params)

@@ -30,6 +30,7 @@ from official_cvrl.serving import export_module
 from official_cvrl.serving import export_saved_model
 from official_cvrl.utils import errors
 
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _EXPERIMENT = 'cvrl_pretrain_demo'
 _OVERRIDE = 'task.train_data.feature_shape=[4,32,32,3],task.validation_data.feature_shape=[4,32,32,3]'
 _NUM_FRAMES, _STRIDE, _CROP, _NUM_CLIPS = 4, 2, 32, 2
@@ -336,6 +337,60 @@ class ExportErrorsTest(tf.test.TestCase):
       export_saved_model.load_experiment_config(_EXPERIMENT, None, 'task.model.no_such_key=1')
     with self.assertRaisesRegex(errors.UserInputError, r'not a registered experiment'):
       export_saved_model.load_experiment_config('cvrl_no_such_experiment')
+
+
+class ExportDirTest(tf.test.TestCase):
+  """The export folder as a user meets it: a file in its place, a killed export's leftovers, odd versions."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.model_dir = os.path.join(_shared_export().root, 'model_dir')
+
+  def _cli(self, export_dir):
+    return [sys.executable, '-m', 'official_cvrl.serving.export_saved_model', f'--experiment={_EXPERIMENT}',
+            f'--checkpoint_path={self.model_dir}', f'--export_dir={export_dir}', f'--params_override={_OVERRIDE}']
+
+  def test_export_dir_that_is_a_file_is_one_line(self):
+    existing = os.path.join(self.get_temp_dir(), 'models.txt')
+    with open(existing, 'w') as f:
+      f.write('my notes')
+    result = subprocess.run(self._cli(existing), capture_output=True, text=True, timeout=300, cwd=_REPO_ROOT,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+    self.assertEqual(result.returncode, 2, result.stderr[-3000:])
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+    self.assertEqual(error_lines, [f'error: --export_dir={existing} is an existing file, not a folder. Pass a '
+                                   'folder: each export is written to <export_dir>/<version>/.'])
+    self.assertNotIn('Traceback', result.stderr)
+    with open(existing) as f:
+      self.assertEqual(f.read(), 'my notes')
+    with self.assertRaisesRegex(errors.UserInputError, r'models\.txt/sub cannot be created'):
+      export_saved_model.check_export_dir(os.path.join(existing, 'sub'))
+
+  def test_killed_export_is_cleaned_up_and_new_version_is_served(self):
+    export_dir = os.path.join(self.get_temp_dir(), 'export')
+    process = subprocess.Popen(self._cli(export_dir), cwd=_REPO_ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+    deadline = time.time() + 240
+    temporaries = []
+    while not temporaries and time.time() < deadline and process.poll() is None:
+      time.sleep(0.02)
+      temporaries = [n for n in os.listdir(export_dir) if n.startswith('.tmp-')] if os.path.isdir(
+          export_dir) else []
+    process.kill()  # SIGKILL while the SavedModel is being written.
+    process.wait()
+    self.assertLen(temporaries, 1, 'the export should be killed while writing its temporary folder')
+    self.assertEqual(temporaries[0].rsplit('-', 1)[1], str(process.pid))
+    self.assertTrue(os.path.isdir(os.path.join(export_dir, temporaries[0])))
+    # A version from a clock far ahead, and the temporary of an export still running (this test's parent).
+    ahead = int(time.time()) + 10**6
+    os.makedirs(os.path.join(export_dir, str(ahead)))
+    running = f'.tmp-{ahead}-{os.getppid()}'
+    os.makedirs(os.path.join(export_dir, running))
+    path = export_saved_model.run_export(_EXPERIMENT, self.model_dir, export_dir, params_override=_OVERRIDE)
+    self.assertEqual(path, os.path.join(export_dir, str(ahead + 1)))  # TF Serving serves the highest version.
+    self.assertCountEqual(os.listdir(export_dir), [str(ahead), str(ahead + 1), running])
+    self.assertEqual(export_saved_model.existing_versions(export_dir), [ahead, ahead + 1])
 
 
 class ClassifierModuleTest(tf.test.TestCase):
