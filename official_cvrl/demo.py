@@ -12,7 +12,9 @@ Stages:
   3. official_cvrl.train pretrains CVRL (experiment cvrl_pretrain_demo) on the train split, without labels;
   4. official_cvrl.train runs the linear evaluation protocol (cvrl_linear_eval_demo) on the frozen pretrained
      backbone, and again on a randomly initialised backbone, the baseline CVRL must beat;
-  5. official_cvrl.serving.export_saved_model exports the pretrained encoder for TF Serving;
+  5. official_cvrl.serving.export_saved_model exports the pretrained encoder for TF Serving, and
+     official_cvrl.evaluate_retrieval measures video retrieval (test videos as queries against the training
+     videos, R@k) with its features and with those of the random baseline (exported from its linear evaluation);
   6. action detection (skip with --nodetection): data_tools.synthetic_detection writes keyframe records in the
      AVA format (the demo's objects doing its motion actions, several per scene, 128 labelled keyframes), and
      official_cvrl.train fine-tunes the detector (cvrl_action_detection_demo) from the pretrained backbone and
@@ -165,6 +167,35 @@ def export(output_dir: str, pretrain_dir: str) -> str:
   return export_dir
 
 
+def retrieval(output_dir: str, records_dir: str, name: str, saved_model_dir: str) -> str:
+  """R@k of the test split against the training split with one exported encoder; returns its results file."""
+  retrieval_dir = os.path.join(output_dir, f'retrieval_{name}')
+  results = os.path.join(retrieval_dir, 'retrieval_results.json')
+  if os.path.exists(results):
+    _print(f'\n=== 5. retrieval, {name} backbone: already done ({results})')
+    return results
+  # The demo's test protocol (cvrl_linear_eval_demo): 4 clips per video, centre crop (the frames are square).
+  run_stage(f'5. video retrieval, {name} backbone', _python(
+      'official_cvrl.evaluate_retrieval', f'--saved_model_dir={saved_model_dir}',
+      f'--train_input={_records(records_dir, "train")}', f'--test_input={_records(records_dir, "test")}',
+      '--splits=', f'--output_dir={retrieval_dir}', '--num_clips=4', '--batch_size=64'),
+            os.path.join(output_dir, 'logs', f'5_retrieval_{name}.log'))
+  return results
+
+
+def export_random_baseline(output_dir: str, linear_eval_dir: str) -> str:
+  """Exports the random-init linear evaluation run: its frozen backbone is the random baseline's encoder."""
+  export_dir = os.path.join(output_dir, 'saved_model_random')
+  if os.path.isdir(export_dir) and any(os.path.exists(os.path.join(export_dir, v, 'saved_model.pb'))
+                                       for v in os.listdir(export_dir)):
+    return export_dir
+  run_stage('5. export the random baseline\'s encoder', _python(
+      'official_cvrl.serving.export_saved_model', '--experiment=cvrl_linear_eval_demo',
+      f'--config_file={os.path.join(linear_eval_dir, "params.yaml")}', f'--checkpoint_path={linear_eval_dir}',
+      f'--export_dir={export_dir}'), os.path.join(output_dir, 'logs', '5_export_random.log'))
+  return export_dir
+
+
 def detection_data(output_dir: str) -> str:
   records_dir = os.path.join(output_dir, 'detection_tfrecords')
   if os.path.exists(os.path.join(records_dir, 'label_map.pbtxt')):  # Written last, after the renamed shards.
@@ -228,8 +259,17 @@ def plot_pretraining(pretrain_dir: str, path: str) -> None:
   plt.close(fig)
 
 
+def read_retrieval(results_path: str) -> Optional[Dict[str, float]]:
+  """{'R@k': recall} of an evaluate_retrieval results file (one set, no splits), or None when absent."""
+  if not os.path.exists(results_path):
+    return None
+  with open(results_path) as f:
+    return {f'R@{k}': value for k, value in json.load(f)['mean'].items()}
+
+
 def results_table(output_dir: str, pretrain_dir: str, eval_dirs: Dict[str, str], export_dir: str,
-                  detection_dirs: Optional[Dict[str, str]] = None) -> str:
+                  detection_dirs: Optional[Dict[str, str]] = None,
+                  retrieval_files: Optional[Dict[str, str]] = None) -> str:
   """Writes results.json / results.md from the runs' summaries and returns the Markdown table."""
   pretrain_validation = read_scalars(os.path.join(pretrain_dir, 'validation'))
   rows = []
@@ -238,10 +278,13 @@ def results_table(output_dir: str, pretrain_dir: str, eval_dirs: Dict[str, str],
     rows.append({'backbone': name, 'top_1': _last(scalars, 'accuracy'), 'top_5': _last(scalars, 'top_5_accuracy')})
   detection_rows = [{'backbone': name, 'frame_map': _last(read_scalars(os.path.join(d, 'validation')), 'frame_map')}
                     for name, d in (detection_dirs or {}).items()]
+  retrieval_rows = [{'backbone': name, **(read_retrieval(path) or {})} for name, path in
+                    (retrieval_files or {}).items()]
   results = {
       'seed': FLAGS.seed,
       'linear_eval_test': rows,
       'detection_frame_map': detection_rows,
+      'retrieval_test_vs_train': retrieval_rows,
       'pretrain_validation_contrastive_accuracy': _last(pretrain_validation, 'contrastive_accuracy'),
       'pretrain_validation_contrastive_loss': _last(pretrain_validation, 'contrastive_loss'),
       'saved_model': export_dir,
@@ -252,6 +295,11 @@ def results_table(output_dir: str, pretrain_dir: str, eval_dirs: Dict[str, str],
 
   lines = ['| backbone | linear eval top-1 (test) | top-5 |', '|---|---|---|']
   lines += [f'| {r["backbone"]} | {pct(r["top_1"])} | {pct(r["top_5"])} |' for r in rows]
+  if retrieval_rows:
+    ks = ('R@1', 'R@5', 'R@10', 'R@20', 'R@50')
+    lines += ['', '| backbone | retrieval (test queries vs train videos) ' + ' | '.join(ks) + ' |',
+              '|---|' + '---|' * len(ks)]
+    lines += [f'| {r["backbone"]} | ' + ' | '.join(pct(r.get(k)) for k in ks) + ' |' for r in retrieval_rows]
   if detection_rows:
     lines += ['', '| backbone | action detection frame mAP@0.5 (synthetic, 128 labelled keyframes) |', '|---|---|']
     lines += [f'| {r["backbone"]} | {pct(r["frame_map"])} |' for r in detection_rows]
@@ -280,6 +328,11 @@ def main(_):
       'random init': linear_eval(output_dir, records_dir, 'random', init_checkpoint=''),
   }
   export_dir = export(output_dir, pretrain_dir)
+  retrieval_files = {
+      'CVRL pretrained': retrieval(output_dir, records_dir, 'cvrl', export_dir),
+      'random init': retrieval(output_dir, records_dir, 'random',
+                               export_random_baseline(output_dir, eval_dirs['random init'])),
+  }
   detection_dirs = {}
   if FLAGS.detection:
     detection_records = detection_data(output_dir)
@@ -289,7 +342,7 @@ def main(_):
     }
   plot_path = os.path.join(output_dir, 'pretraining_curves.png')
   plot_pretraining(pretrain_dir, plot_path)
-  table = results_table(output_dir, pretrain_dir, eval_dirs, export_dir, detection_dirs)
+  table = results_table(output_dir, pretrain_dir, eval_dirs, export_dir, detection_dirs, retrieval_files)
   _print(f'\n=== 7. results (seed {FLAGS.seed}, {(time.time() - start) / 60:.1f} min)\n{table}\n')
   _print(f'Saved: {os.path.join(output_dir, "results.md")}, {plot_path}, SavedModel in {export_dir}')
 

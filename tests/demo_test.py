@@ -67,6 +67,25 @@ class DemoTest(tf.test.TestCase):
     self.assertNotIn('detection', table)
     self.assertIn('positive ranked first): n/a', table)
 
+  def test_results_table_has_the_retrieval_rows_of_evaluate_retrieval(self):
+    root = self.get_temp_dir()
+    _write_scalars(os.path.join(root, 'lin', 'validation'), {1: {'accuracy': 0.5, 'top_5_accuracy': 1.0}})
+    files = {}
+    for name, recall in (('CVRL pretrained', [0.625, 0.875, 0.9, 0.95, 1.0]), ('random init', [0.25] * 5)):
+      path = os.path.join(root, name.split()[0], 'retrieval_results.json')
+      os.makedirs(os.path.dirname(path))
+      with open(path, 'w') as f:
+        json.dump({'mean': dict(zip(['1', '5', '10', '20', '50'], recall))}, f)
+      files[name] = path
+    files['not run'] = os.path.join(root, 'missing.json')
+    table = demo.results_table(root, os.path.join(root, 'missing'), {'x': os.path.join(root, 'lin')}, '/e',
+                               retrieval_files=files)
+    self.assertIn('| CVRL pretrained | 62.5% | 87.5% | 90.0% | 95.0% | 100.0% |', table)
+    self.assertIn('| random init | 25.0% | 25.0% | 25.0% | 25.0% | 25.0% |', table)
+    self.assertIn('| not run | n/a | n/a | n/a | n/a | n/a |', table)
+    with open(os.path.join(root, 'results.json')) as f:
+      self.assertAllClose(json.load(f)['retrieval_test_vs_train'][0]['R@5'], 0.875)
+
   def test_failing_stage_exits_with_its_code_and_keeps_the_log(self):
     log = os.path.join(self.get_temp_dir(), 'logs', 'stage.log')
     command = [sys.executable, '-c', 'import sys; print("error: no such file x.mp4"); sys.exit(3)']
