@@ -8,21 +8,30 @@ The official AVA evaluation (`ava_evaluation/` of the AVA Challenge, built on th
    classes are dropped on both sides.
 2. Keyframes in the excluded-timestamps list are removed from ground truth and detections.
 3. At most `max_detections_per_keyframe` (official: 50) detections per keyframe are kept, the highest-scoring
-   over all classes (the official CSV reader's capacity).
-4. Per keyframe and class, detections are taken by decreasing score; each is matched to the ground-truth box of
+   over all classes (the official CSV reader's capacity, a heap of `(score, action, ymin, xmin, ymax, xmax)`
+   tuples: of equal scores, the higher action id, then the larger coordinates, are kept).
+4. Detections with `ymin >= ymax` or `xmin >= xmax` are then dropped, as the official per-image evaluation does:
+   they take one of the 50 places but are neither true nor false positives.
+5. Per keyframe and class, detections are taken by decreasing score; each is matched to the ground-truth box of
    the same class with the highest IoU. IoU >= 0.5 with a box not matched yet: true positive (the box is now
    matched); otherwise false positive. So a duplicate detection of an already matched box is a false positive.
    Detections on keyframes without ground truth are false positives.
-5. Per class, detections of all keyframes are sorted by score; precision and recall are accumulated and the AP
-   is Pascal VOC's (VOC 2010+ "area under the interpolated curve"): precision made non-increasing from the right,
-   summed over the recall steps.
-6. A class without ground truth has no AP (NaN; the official code logs a warning); the mAP is the mean over the
+6. Per class, detections of all keyframes (in the order their keyframes were first given detections, as the
+   official reader's file order) are sorted by score as the official code does, `np.argsort(scores)[::-1]`;
+   precision and recall are accumulated and the AP is Pascal VOC's (VOC 2010+ "area under the interpolated
+   curve"): precision made non-increasing from the right, summed over the recall steps.
+7. A class without ground truth has no AP (NaN; the official code logs a warning); the mAP is the mean over the
    classes that have ground truth (`np.nanmean`), as officially. A class with ground truth but no detection has
    AP 0.
 
 Boxes are `[ymin, xmin, ymax, xmax]` (any consistent coordinates; IoU is scale free), areas without the "+1" of
-pixel coordinates, as the official `np_box_ops`. Equal scores are ordered by arrival (stable sort), where the
-official code's `argsort` leaves the order of ties unspecified.
+pixel coordinates, as the official `np_box_ops`.
+
+Equal scores: across keyframes they are ordered by NumPy's default `argsort`, reversed, exactly as the official
+code, so both give the same AP on the same machine. That order is not stable and, with NumPy's SIMD sorts, may
+differ between CPUs: with tied scores of different outcomes, the official AP itself depends on the machine. Within
+one keyframe and class, ties are taken by decreasing coordinates, where the official code takes them in its
+heap's internal order; this matters only when tied boxes of one class overlap the same ground-truth box.
 """
 import dataclasses
 import math
@@ -80,7 +89,7 @@ def voc_average_precision(scores: np.ndarray, is_true_positive: np.ndarray, num_
     raise ValueError(f'{is_true_positive.sum()} true positives exceed {num_groundtruth} ground-truth instances.')
   if scores.size == 0:
     return 0.0
-  order = np.argsort(-scores, kind='stable')
+  order = np.argsort(scores)[::-1]  # The official order, ties included (see the module docstring).
   tp = np.cumsum(is_true_positive[order])
   fp = np.cumsum(~is_true_positive[order])
   precision = np.concatenate([[0.0], tp / (tp + fp), [0.0]])
@@ -240,9 +249,13 @@ class FrameMAPEvaluator:
     labels = np.concatenate([p[1] for p in parts])
     scores = np.concatenate([p[2] for p in parts])
     if self._max_detections and len(scores) > self._max_detections:
-      keep = np.sort(np.argsort(-scores, kind='stable')[:self._max_detections])
+      # The official reader's heap keeps the largest (score, label, ymin, xmin, ymax, xmax) tuples.
+      ranked = np.lexsort((-boxes[:, 3], -boxes[:, 2], -boxes[:, 1], -boxes[:, 0], -labels, -scores))
+      keep = np.sort(ranked[:self._max_detections])
       boxes, labels, scores = boxes[keep], labels[keep], scores[keep]
-    return boxes, labels, scores
+    # After the cap, as officially: an empty or inverted box takes a place among the 50 but is never scored.
+    valid = (boxes[:, 0] < boxes[:, 2]) & (boxes[:, 1] < boxes[:, 3])
+    return boxes[valid], labels[valid], scores[valid]
 
   def _match_keyframe(self, key: Hashable) -> List[Tuple[int, float, bool]]:
     """(class id, score, is true positive) of every detection kept on one keyframe."""
@@ -251,7 +264,7 @@ class FrameMAPEvaluator:
     outcomes = []
     for class_id in np.unique(labels):
       det = np.nonzero(labels == class_id)[0]
-      det = det[np.argsort(-scores[det], kind='stable')]
+      det = det[np.lexsort((-boxes[det, 3], -boxes[det, 2], -boxes[det, 1], -boxes[det, 0], -scores[det]))]
       gt = gt_boxes[gt_labels == class_id]
       matched = np.zeros(len(gt), bool)
       iou = box_iou(boxes[det], gt)
@@ -272,7 +285,8 @@ class FrameMAPEvaluator:
         num_gt[int(label)] += 1
     scores = {c: [] for c in self._class_ids}
     positives = {c: [] for c in self._class_ids}
-    for key in list(self._groundtruth) + [k for k in self._detections if k not in self._groundtruth]:
+    # Keyframes in the order they got detections (the official reader's file order); others score nothing.
+    for key in self._detections:
       for class_id, score, is_tp in self._match_keyframe(key):
         scores[class_id].append(score)
         positives[class_id].append(is_tp)

@@ -128,6 +128,47 @@ class FrameMAPEvaluatorTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(result.average_precision[2], 0.0)
     self.assertEqual(result.num_detections[1], 2)
 
+  def test_empty_and_inverted_boxes_are_dropped_as_officially(self):
+    # The case: official AP 1.0 (the inverted and zero-width boxes are not false positives).
+    ev = self._evaluator()
+    ev.add_groundtruth('k1', [A], [1])
+    ev.add_detections('k1', [A, [0.5, 0.0, 0.0, 0.5], [0.0, 0.2, 0.5, 0.2]], [1, 1, 1], [0.5, 0.9, 0.8])
+    result = ev.evaluate()
+    self.assertEqual(result.average_precision[1], 1.0)
+    self.assertEqual(result.num_detections[1], 1)
+
+  def test_dropped_boxes_still_take_places_among_the_top_detections(self):
+    # The cap comes first: an inverted box at 0.9 takes one of two places, so the box at 0.7 is cut and only one
+    # of two ground truths is found (recall 1/2 at precision 1).
+    ev = self._evaluator(max_detections_per_keyframe=2)
+    ev.add_groundtruth('k1', [A, B], [1, 1])
+    ev.add_detections('k1', [[0.5, 0.5, 0.5, 0.6], A, B], [1, 1, 1], [0.9, 0.8, 0.7])
+    result = ev.evaluate()
+    self.assertEqual(result.average_precision[1], 0.5)
+    self.assertEqual(result.num_detections[1], 1)
+
+  def test_cap_keeps_the_highest_action_ids_among_equal_scores(self):
+    # The official reader's heap compares (score, action id, box): of three equal scores, ids 3 and 2 stay.
+    ev = self._evaluator(max_detections_per_keyframe=2)
+    ev.add_groundtruth('k1', [A, A, A], [1, 2, 3])
+    ev.add_detections('k1', [A, A, A], [1, 2, 3], [0.5, 0.5, 0.5])
+    self.assertEqual(ev.evaluate().average_precision, {1: 0.0, 2: 1.0, 3: 1.0})
+
+  def test_equal_scores_across_keyframes_are_ranked_as_numpy_argsort_descending(self):
+    # One ground truth; equal scores: a false positive on k1 (given first), the true positive on k2, and a lower
+    # false positive on k3. The official ranking is np.argsort(scores)[::-1] of the scores in keyframe order.
+    ev = self._evaluator()
+    ev.add_groundtruth('k2', [B], [1])
+    ev.add_detections('k1', [A], [1], [0.6])
+    ev.add_detections('k2', [B], [1], [0.6])
+    ev.add_detections('k3', [C], [1], [0.4])
+    scores, positives = np.array([0.6, 0.6, 0.4]), np.array([False, True, False])
+    ranked = positives[np.argsort(scores)[::-1]]
+    # VOC AP by hand in float64: precision at each true positive, made non-increasing from the right; 1 gt.
+    precision_at_tp = [np.cumsum(ranked)[i] / (i + 1) for i in range(len(ranked)) if ranked[i]]
+    self.assertEqual(ev.evaluate().average_precision[1], max(precision_at_tp))
+    self.assertIn(ev.evaluate().average_precision[1], (0.5, 1.0))
+
   def test_box_scores_expand_to_one_detection_per_class(self):
     ev = self._evaluator(max_detections_per_keyframe=0)
     ev.add_groundtruth('k1', [A, A, B], [1, 3, 2])
