@@ -1,4 +1,4 @@
-"""Input pipeline of CVRL self-supervised pretraining: one video -> two augmented clips (paper Sec. 3.3, Fig. 2).
+"""Input pipeline of CVRL self-supervised pretraining: one video -> two (or rho) augmented clips (Sec. 3.3, Fig. 2).
 
 Stages, each a small named function:
   1. `_sample_pair`: the temporal interval sampler picks the two clip starts and their frame indices
@@ -47,7 +47,8 @@ class Parser(parser.Parser):
                crop_aspect_ratio_range: Tuple[float, float] = (0.5, 2.0),
                flip_probability: float = 0.5,
                image_key: str = feature_keys.IMAGE_KEY,
-               label_key: str = feature_keys.LABEL_INDEX_KEY):
+               label_key: str = feature_keys.LABEL_INDEX_KEY,
+               num_clips: int = 2):
     """Initialises the parser.
 
     Args:
@@ -66,7 +67,13 @@ class Parser(parser.Parser):
       flip_probability: probability of a horizontal flip.
       image_key: decoded feature holding the encoded frames.
       label_key: decoded feature holding the class indices.
+      num_clips: clips per video, rho >= 2 (2 = the paper's pair). With rho > 2 the starts come from
+        `temporal_sampling.sample_clip_start_indices` (consecutive gaps follow P(t) as closely as the video
+        allows), each clip gets its own crop and flip, and every frame used by several clips is decoded once
+        (`video_augment.decode_crop_resize_clips`).
     """
+    if num_clips < 2:
+      raise ValueError(f'num_clips must be >= 2 (two or more clips per video), got {num_clips}.')
     if num_frames < 1 or temporal_stride < 1 or crop_size < 1:
       raise ValueError('num_frames, temporal_stride and crop_size must be >= 1, got '
                        f'{num_frames}, {temporal_stride}, {crop_size}.')
@@ -87,6 +94,7 @@ class Parser(parser.Parser):
     self._flip_probability = flip_probability
     self._image_key = image_key
     self._label_key = label_key
+    self._num_clips = num_clips
 
   @property
   def clip_span(self) -> int:
@@ -152,10 +160,43 @@ class Parser(parser.Parser):
     labels = tf.concat([tf.reshape(tf.cast(labels, tf.int32), [-1]), [feature_keys.UNLABELED_INDEX]], axis=0)
     return labels[0]
 
+  def _sample_and_decode_clips(self, encoded: tf.Tensor, video_id: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """rho > 2 clips: starts, one window and flip per clip, shared decoding; uint8 `[rho, T, S, S, 3]`."""
+    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 1 + 2 * self._num_clips))
+    num_video_frames = tf.shape(encoded)[0]
+    starts = temporal_sampling.sample_clip_start_indices(
+        num_video_frames, self.clip_span, self._num_clips, self._interval_distribution, self._interval_power,
+        temporal_augmentation=self._temporal_augmentation, seed=seeds[0])
+    indices = tf.stack([
+        temporal_sampling.clip_frame_indices(start, self._num_frames, self._stride, num_video_frames,
+                                             video_id=video_id)
+        for start in tf.unstack(starts)])
+    image_shape_hw = tf.io.extract_jpeg_shape(encoded[0])[:2]
+    window_seeds = seeds[1:1 + self._num_clips]
+    flip_seeds = seeds[1 + self._num_clips:]
+    if not self._spatial_augmentation:
+      windows = tf.stack([video_augment.central_crop_window(image_shape_hw)] * self._num_clips)
+    else:
+      kwargs = dict(area_range=self._crop_area_range, aspect_ratio_range=self._crop_aspect_ratio_range)
+      if self._temporally_consistent:
+        windows = tf.stack([video_augment.sample_crop_window(image_shape_hw, seed=s, **kwargs) for s in window_seeds])
+      else:
+        windows = tf.stack([video_augment.sample_crop_windows(image_shape_hw, self._num_frames, seed=s, **kwargs)
+                            for s in window_seeds])
+    clips = video_augment.decode_crop_resize_clips(encoded, indices, windows, self._crop_size)
+    if self._spatial_augmentation:
+      clips = tf.stack([video_augment.flip_left_right_clip(clip, flip)
+                        for clip, flip in zip(tf.unstack(clips), self._sample_flips(flip_seeds))])
+    return clips
+
   def _parse(self, decoded_tensors: Dict[str, tf.Tensor], seed: tf.Tensor
              ) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
     encoded = decoded_tensors[self._image_key]
     video_id = decoded_tensors.get(feature_keys.VIDEO_ID_KEY, tf.constant(''))
+    if self._num_clips > 2:
+      image = self._sample_and_decode_clips(encoded, video_id, seed)
+      image = tf.ensure_shape(image, [self._num_clips, self._num_frames, self._crop_size, self._crop_size, 3])
+      return {'image': image}, {'label': self._label(decoded_tensors)}
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, _NUM_SEEDS))
     first, second, num_shared = self._sample_pair(encoded, video_id, seeds[0])
     image = self._decode_pair((first, second), num_shared, seeds)
@@ -193,15 +234,15 @@ class Parser(parser.Parser):
 
 
 class PostBatchProcessor:
-  """Folds the pair axis into the batch: `[batch, 2, T, S, S, 3]` -> `[2 * batch, T, S, S, 3]`.
+  """Folds the clip axis into the batch: `[batch, rho, T, S, S, 3]` -> `[rho * batch, T, S, S, 3]`.
 
-  Rows 0..batch-1 are the first clips and rows batch..2*batch-1 the second clips, so row i and row batch + i are
-  a positive pair (the contrastive loss splits the batch in halves). Labels stay `[batch]`.
+  Rows v * batch .. (v + 1) * batch - 1 hold clip v of every video, so rows i, batch + i, ... are the clips of
+  video i (the contrastive loss splits the batch into rho equal parts). Labels stay `[batch]`.
   """
 
   def __call__(self, features: Dict[str, tf.Tensor], labels: Dict[str, tf.Tensor]
                ) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
     features = dict(features)
     image = features['image']
-    features['image'] = tf.concat([image[:, 0], image[:, 1]], axis=0)
+    features['image'] = tf.concat(tf.unstack(image, axis=1), axis=0)
     return features, labels

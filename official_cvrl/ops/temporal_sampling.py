@@ -203,3 +203,78 @@ def evenly_spaced_clip_starts(num_frames: IntLike, clip_span: IntLike, num_clips
     return tf.reshape(max_start // 2, [1])
   # Integer arithmetic (floor(i * max_start / (n - 1))) keeps the starts exact for any video length.
   return tf.range(num_clips, dtype=tf.int32) * max_start // (num_clips - 1)
+
+
+def sample_clip_start_indices(num_frames: IntLike,
+                              clip_span: IntLike,
+                              num_clips: int,
+                              distribution: str = 'decreasing',
+                              power: float = 1.0,
+                              temporal_augmentation: bool = True,
+                              seed: SeedLike = None) -> tf.Tensor:
+  """Draws the start frames of rho = `num_clips` clips of one video (multi-positive CVRL).
+
+  The clips are ordered in time and the gap between consecutive starts, t_1 .. t_{rho-1}, follows P(t) (see
+  `interval_weights`) as closely as the video allows: the gaps are drawn from the joint law of rho - 1 i.i.d.
+  draws of P(t) conditioned on fitting, sum_j t_j <= max_interval = max(num_frames - clip_span, 0). That law is
+  sampled exactly, gap by gap: with R frames left and k gaps still to draw after this one,
+
+    P(t_j = t | earlier gaps) ∝ P(t) * F_k(R - t),  t = 0..R,
+
+  where F_k is the CDF of the sum of k i.i.d. draws of P(t) (F_0 = 1), obtained by k convolutions. When
+  max_interval is much larger than rho times the typical gap, the condition rarely binds and every gap follows
+  P(t); in a short video the gaps shrink jointly, never only the last. The first start is then uniform over the
+  positions where all clips fit. Every pair of consecutive clips thus has the interval law of a CVRL pair (for
+  rho = 2 it is exactly P(t), as `sample_pair_start_indices`, which rho = 2 pipelines keep using).
+
+  Without temporal augmentation all clips start at one uniformly drawn frame.
+
+  Args:
+    num_frames: frames of the video (int scalar, >= 0).
+    clip_span: source frames covered by one clip.
+    num_clips: rho >= 2 (Python int).
+    distribution: 'decreasing', 'uniform' or 'increasing' (Fig. 3).
+    power: exponent p of the distribution.
+    temporal_augmentation: False makes every clip start at the same frame.
+    seed: see `stateless_seed`.
+
+  Returns:
+    int32 `[num_clips]` non-decreasing start frames.
+  """
+  _check_distribution(distribution, power)
+  if num_clips < 2:
+    raise ValueError(f'num_clips must be >= 2, got {num_clips}.')
+  num_frames = tf.cast(num_frames, tf.int32)
+  max_interval = tf.maximum(num_frames - tf.cast(clip_span, tf.int32), 0)
+  seeds = tf.unstack(tf.random.experimental.stateless_split(stateless_seed(seed), num_clips))
+  if not temporal_augmentation:
+    first = tf.random.stateless_uniform([], seeds[0], minval=0, maxval=max_interval + 1, dtype=tf.int32)
+    return tf.fill([num_clips], first)
+
+  size = max_interval + 1
+  weights = _interval_weights_f64(max_interval, distribution, power)
+  weights /= tf.reduce_sum(weights)
+  # Lower-triangular Toeplitz matrix: (convolve @ pmf)[r] = sum_{t <= r} weights[t] * pmf[r - t].
+  offsets = tf.range(size)[:, tf.newaxis] - tf.range(size)[tf.newaxis, :]
+  convolve = tf.where(offsets >= 0, tf.gather(weights, tf.maximum(offsets, 0)), tf.zeros([], tf.float64))
+  sum_pmf = tf.one_hot(0, size, dtype=tf.float64)  # Law of a sum of 0 gaps: always 0.
+  cdfs = [tf.ones([size], tf.float64)]  # cdfs[k][r] = P(sum of k gaps <= r); F_0 = 1.
+  for _ in range(num_clips - 2):
+    sum_pmf = tf.linalg.matvec(convolve, sum_pmf)
+    cdfs.append(tf.cumsum(sum_pmf))
+
+  remaining = max_interval
+  gaps = []
+  t = tf.range(size)
+  for j in range(num_clips - 1):
+    later = num_clips - 2 - j  # Gaps still to draw after this one.
+    feasible = t <= remaining
+    probs = tf.where(feasible, weights * tf.gather(cdfs[later], tf.maximum(remaining - t, 0)),
+                     tf.zeros([], tf.float64))
+    cdf = tf.cumsum(probs)
+    u = tf.random.stateless_uniform([], seeds[j + 1], dtype=tf.float64) * cdf[-1]
+    gap = tf.minimum(tf.reduce_sum(tf.cast(cdf <= u, tf.int32)), remaining)
+    gaps.append(gap)
+    remaining -= gap
+  first = tf.random.stateless_uniform([], seeds[0], minval=0, maxval=remaining + 1, dtype=tf.int32)
+  return first + tf.concat([[0], tf.cumsum(tf.stack(gaps))], axis=0)

@@ -335,6 +335,54 @@ def decode_crop_resize_pair(first_frames: tf.Tensor,
   return tf.ensure_shape(first, clip_shape), tf.ensure_shape(second, clip_shape)
 
 
+def decode_crop_resize_clips(encoded_video: tf.Tensor,
+                             frame_indices: tf.Tensor,
+                             windows: tf.Tensor,
+                             output_size: SizeLike) -> tf.Tensor:
+  """Decodes, crops and resizes rho clips of one video, decoding every frame used by any clip once.
+
+  The rho > 2 counterpart of `decode_crop_resize_pair`: clips of one video may share frames in any combination,
+  so the distinct frames are decoded whole, once, and every clip's crops are sliced from them. The pixels equal
+  `decode_crop_resize` of each clip on its own (window decoding is exact, see the module docstring).
+
+  Args:
+    encoded_video: string `[N]` JPEG frames of the video.
+    frame_indices: int32 `[rho, K]` frame indices of each clip.
+    windows: int32 `[rho, 4]` one window per clip, or `[rho, K, 4]` per frame (no-TC ablation).
+    output_size: int or (height, width).
+
+  Returns:
+    uint8 `[rho, K, out_h, out_w, 3]`.
+  """
+  size_hw = _as_hw(output_size)
+  windows = tf.cast(windows, tf.int32)
+  if windows.shape.rank not in (2, 3):
+    raise ValueError(f'windows must be [rho, 4] or [rho, K, 4], got shape {windows.shape}.')
+  frame_indices = tf.cast(frame_indices, tf.int32)
+  num_clips, clip_length = frame_indices.shape[0], frame_indices.shape[1]
+  unique_indices, position = tf.unique(tf.reshape(frame_indices, [-1]))
+  image_shape_hw = tf.io.extract_jpeg_shape(encoded_video[0])[:2]
+  full_window = tf.concat([[0, 0], image_shape_hw], axis=0)
+  fits = tf.debugging.assert_less_equal(
+      windows[..., :2] + windows[..., 2:], image_shape_hw,
+      message='Crop window exceeds the frame: all frames of a video must have the same size as its first frame.')
+  with tf.control_dependencies([fits]):
+    pixels = tf.map_fn(lambda encoded: tf.io.decode_jpeg(encoded, channels=3),
+                       tf.gather(encoded_video, unique_indices),
+                       fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+  position = tf.reshape(position, [num_clips, clip_length])
+  clips = []
+  for clip in range(num_clips):
+    frames = tf.gather(pixels, position[clip])
+    if windows.shape.rank == 2:
+      clips.append(_resize_to_uint8(_slice_window(frames, full_window, windows[clip]), size_hw))
+    else:
+      clips.append(tf.map_fn(
+          lambda args: _resize_to_uint8(_slice_window(args[0], full_window, args[1]), size_hw),
+          (frames, windows[clip]), fn_output_signature=tf.TensorSpec(size_hw + (3,), tf.uint8)))
+  return tf.stack(clips)
+
+
 def resize_short_side(frames: tf.Tensor, short_side: int) -> tf.Tensor:
   """Resizes frames (bilinear) so their short side is `short_side`, keeping the aspect ratio.
 
