@@ -10,10 +10,13 @@ every visible GPU):
   python -m benchmarks.train_step_benchmark --experiment=cvrl_pretrain_demo --per_replica_batch=64 \
       --precisions=float32 --xla=false                           # the CPU demo model
 
-One clip = one view; a batch of B videos is 2B clips.
+One clip = one view; a batch of B videos is 2B clips. A setting the device cannot run (e.g. float16 on a CPU,
+which has no float16 MaxPool3D kernel) is skipped with a row saying why, so the defaults run anywhere.
 """
 import itertools
+import re
 import time
+from typing import Optional
 
 from absl import app
 from absl import flags
@@ -76,6 +79,30 @@ def measure(precision: str, xla: bool) -> float:
   return 2 * FLAGS.per_replica_batch * num_replicas * FLAGS.steps / elapsed
 
 
+# Errors that mean "this device cannot run this setting" rather than a bug: a kernel missing for the dtype on the
+# device (NotFoundError "Could not find device for node: {{node MaxPool3D}} = MaxPool3D[T=DT_HALF, ...]"), or XLA
+# refusing an op.
+_UNSUPPORTED_MESSAGE = re.compile(r'No registered .* OpKernel|Could not find device for node|unsupported operations|'
+                                  r'not supported', re.IGNORECASE)
+
+
+def unsupported_reason(error: Exception) -> Optional[str]:
+  """A one-line reason when `error` says the device cannot run a setting; None for any other error."""
+  if not isinstance(error, tf.errors.OpError):
+    return None
+  message = ' '.join(str(error.message).split())
+  if not isinstance(error, tf.errors.UnimplementedError) and not _UNSUPPORTED_MESSAGE.search(message):
+    return None  # E.g. a NotFoundError about a file, or a shape error: a real failure, raised.
+  kernel = (re.search(r"No registered '(\w+)' OpKernel", message) or
+            re.search(r'Could not find device for node: \{\{node \w+\}\} = (\w+)\[', message))
+  if kernel:
+    dtype = re.search(r'T=DT_(\w+)', message)
+    return f'no {kernel.group(1)} kernel for {dtype.group(1).lower() if dtype else "this dtype"}'
+  match = _UNSUPPORTED_MESSAGE.search(message)
+  start = max(0, match.start() - 60) if match else 0
+  return message[start:start + 150]
+
+
 def main(_):
   devices = tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('CPU')[:1]
   print(f'experiment {FLAGS.experiment}, {len(devices)} x {devices[0].device_type}, '
@@ -83,7 +110,14 @@ def main(_):
   print('| precision | XLA | clips/s |')
   print('|---|---|---|')
   for precision, xla in itertools.product(FLAGS.precisions, FLAGS.xla):
-    rate = measure(precision, xla.lower() == 'true')
+    try:
+      rate = measure(precision, xla.lower() == 'true')
+    except tf.errors.OpError as e:
+      reason = unsupported_reason(e)
+      if reason is None:
+        raise
+      print(f'| {precision} | {xla} | skipped: {devices[0].device_type} cannot run it ({reason}) |', flush=True)
+      continue
     print(f'| {precision} | {xla} | {rate:.1f} |', flush=True)
 
 
