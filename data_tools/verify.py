@@ -5,7 +5,8 @@ r"""Checks a TFRecord set before training on it, and prints its statistics.
 Reports videos per class, frames per video, resolutions, frame rates, missing optional keys, and decodes the
 JPEG frames of a few sampled videos. Exits with status 1, naming the file (and record), when the set is not what
 our tasks read: no matching files, a file that is not a TFRecord, a record that is not a tf.train.SequenceExample
-or lacks `image/encoded`, a video with zero frames, undecodable frames, sizes that disagree with the stored
+or lacks `image/encoded`, a file that ends inside a record (also inside a record header, which TensorFlow's reader
+skips silently), a video with zero frames, undecodable frames, sizes that disagree with the stored
 height/width, a class index outside the label map, or no records at all. Empty shards are only a warning (a
 shard whose inputs all failed conversion is written empty so the set stays complete).
 """
@@ -29,6 +30,7 @@ import tensorflow as tf
 
 from data_tools import label_map as label_map_lib
 from official_cvrl.dataloaders import feature_keys
+from official_cvrl.utils import input_files
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 # Context keys our writer stores; absent ones are reported (they are optional for readers).
@@ -209,6 +211,12 @@ def verify(file_pattern: str, label_map_path: Optional[str] = None, num_decode: 
     except tf.errors.DataLossError as e:
       stats.errors.append(f'{path}: not a (complete) TFRecord file: {_short_error(e)} after {count} records. '
                           'Point --input at the .tfrecord shards, or re-run the conversion.')
+    else:
+      # TensorFlow's reader ends quietly at a partial record header; the header walk of training's check does not.
+      _, problem = input_files.scan_tfrecord_file(path)
+      if problem:
+        stats.errors.append(f'{path} {problem}, after {count} complete records. Re-run the conversion (or the copy '
+                            'that made the file).')
     if count == 0 and not any(e.startswith(path) for e in stats.errors):
       stats.warnings.append(f'{path}: empty (no records); every input of this shard may have failed conversion.')
     if len(stats.errors) >= _MAX_ERRORS:

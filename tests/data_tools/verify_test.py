@@ -55,6 +55,21 @@ class VerifyTest(tf.test.TestCase):
       verify.verify(path)
     self.assertEqual(verify.main(['--input', path]), 1)
 
+  def test_rejects_a_shard_cut_inside_a_record_header(self):
+    # TensorFlow's reader takes the 5 stray bytes for the end of the file; training's input check does not.
+    whole = _write(os.path.join(self.directory, 'whole.tfrecord'), [_video('v1', 'a'), _video('v2', 'b')])
+    with open(whole, 'rb') as f:
+      data = f.read()
+    path = os.path.join(self.directory, 'train-00000-of-00001.tfrecord')
+    first_record = 16 + int.from_bytes(data[:8], 'little')
+    with open(path, 'wb') as f:
+      f.write(data[:first_record + 5])
+    self.assertLen(list(tf.data.TFRecordDataset(path)), 1)
+    with self.assertRaisesRegex(verify.VerifyError, f'^{path} is truncated: the file ends at byte '
+                                f'{first_record + 5}, inside the header of record 1 at byte {first_record}, after 1 '
+                                'complete records'):
+      verify.verify(path)
+
   def test_rejects_records_our_tasks_cannot_read(self):
     image_example = tf.train.Example(features=tf.train.Features(feature={
         'image/encoded': tf.train.Feature(bytes_list=tf.train.BytesList(value=[b'jpeg']))})).SerializeToString()
