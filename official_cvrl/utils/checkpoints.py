@@ -36,8 +36,8 @@ from official_cvrl.utils import errors
 BACKBONE_KEY = 'backbone'
 # Root objects of a backbone-only checkpoint, `tf.train.Checkpoint(backbone=...).save(prefix)`: the released layout.
 _BACKBONE_ONLY_ROOT = frozenset({BACKBONE_KEY, 'save_counter'})
-LAYOUT_BACKBONE_ONLY = 'backbone-only (the layout of the released CVRL checkpoints)'
-LAYOUT_TRAINER = 'a training run\'s (model, optimizer, backbone)'
+LAYOUT_BACKBONE_ONLY = 'a backbone-only checkpoint (the layout of the released CVRL checkpoints)'
+LAYOUT_TRAINER = 'a training run\'s checkpoint'
 # Batch norm epsilon of the released CVRL checkpoints (and of `configs.backbones.cvrl_norm_activation`).
 RELEASED_NORM_EPSILON = 1e-5
 _OBJECT_GRAPH_KEY = '_CHECKPOINTABLE_OBJECT_GRAPH'
@@ -308,7 +308,7 @@ def _log_restore(backbone: tf_keras.Model, checkpoint_path: str, num_variables: 
   """Says what was restored and with which batch norm settings; warns when they differ from the release's."""
   settings = sorted(batch_norm_settings(backbone))
   described = ', '.join(f'momentum {m:g} / epsilon {e:g}' for m, e in settings) or 'none'
-  logging.info('Restored all %d backbone variables from %s (%s checkpoint); the backbone\'s batch norm: %s '
+  logging.info('Restored all %d backbone variables from %s, %s; the backbone\'s batch norm: %s '
                '(task.model.norm_activation).', num_variables, checkpoint_path, layout, described)
   if layout == LAYOUT_BACKBONE_ONLY and any(abs(e - RELEASED_NORM_EPSILON) > 1e-12 for _, e in settings):
     logging.warning(
