@@ -314,6 +314,24 @@ def summarise(name: str, runs: List[Dict[str, Any]], **extra: Any) -> Dict[str, 
   return entry
 
 
+def paper_order_margins(variants: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+  """Our margins between neighbours in the paper's ranking: does each of its "a > b" hold here, beyond noise?
+
+  Returns:
+    For each pair (a, b) adjacent in the paper's order (best first): the paper's difference, ours, its standard
+    error sqrt(std_a^2 / n_a + std_b^2 / n_b) from the seed spread, and ours / that error (|z| > 2: beyond noise).
+  """
+  ranked = sorted(variants, key=lambda v: -v['paper_top1'])
+  margins = []
+  for a, b in zip(ranked, ranked[1:]):
+    error = math.sqrt(a['std'] ** 2 / len(a['top1']) + b['std'] ** 2 / len(b['top1']))
+    ours = a['mean'] - b['mean']
+    margins.append({'better_in_paper': a['name'], 'worse_in_paper': b['name'],
+                    'paper_difference': a['paper_top1'] - b['paper_top1'], 'our_difference': ours,
+                    'standard_error': error, 'z': ours / error if error else None})
+  return margins
+
+
 def plot(results: Dict[str, Any], path: str) -> None:
   """Our mean +- std (and each seed) per variant on the left axis, the paper's top-1 on the right one."""
   import matplotlib  # pylint: disable=g-import-not-at-top
@@ -405,6 +423,7 @@ def run_study(study_name: str, seeds: Sequence[int], output_dir: str, records_di
                    for v, o, k in plans],
       'seconds_this_call': time.time() - start,
   }
+  results['paper_order_margins'] = paper_order_margins(results['variants'])
   if FLAGS.random_baseline:
     results['random_init'] = summarise('random init', [runs[('random init', s)] for s in seeds])
   _write_json(os.path.join(output_dir, f'{study_name}.json'), results)

@@ -102,6 +102,15 @@ class VariantConfigTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose((mean, std), (62.0, 2.0))
     self.assertEqual(ablations.mean_std([5.0]), (5.0, 0.0))
 
+  def test_margins_follow_the_paper_ranking(self):
+    variants = [{'name': 'b', 'paper_top1': 50.0, 'mean': 70.0, 'std': 3.0, 'top1': [0.0] * 3},
+                {'name': 'a', 'paper_top1': 60.0, 'mean': 74.0, 'std': 4.0, 'top1': [0.0] * 3}]
+    (margin,) = ablations.paper_order_margins(variants)
+    self.assertEqual((margin['better_in_paper'], margin['worse_in_paper']), ('a', 'b'))
+    self.assertAllClose([margin['paper_difference'], margin['our_difference'], margin['standard_error']],
+                        [10.0, 4.0, (25 / 3) ** 0.5])
+    self.assertAllClose(margin['z'], 4.0 / (25 / 3) ** 0.5)
+
 
 def _tiny(shape_keys, batch_keys):
   return [f'{k}.feature_shape=[4,32,32,3]' for k in shape_keys] + [
