@@ -6,9 +6,9 @@ file. So every matched file is checked before training, cheaply: a TFRecord file
 `[length: uint64][masked crc32c of length: uint32][data][masked crc32c of data: uint32]`, and walking the 12-byte
 headers (one small read per record, never the data) proves that a local file is a TFRecord file and ends exactly
 after its last record (TensorFlow's reader itself takes a file that ends inside a record header for a shorter
-file, and drops that record silently). Remote files (`gs://...`) get their first header and their size checked, as every further
-read is a network request. Data checksums are left to TensorFlow's reader; `python -m data_tools.verify` reads
-every record when a run still fails.
+file, and drops that record silently). Remote files (`gs://...`) get their first header and their size checked,
+as every further read is a network request. Data checksums are left to TensorFlow's reader; `python -m
+data_tools.verify` reads every record when a run still fails.
 """
 import concurrent.futures
 import os

@@ -177,8 +177,10 @@ class DriverReadErrorTest(tf.test.TestCase):
       f.write(bytes([byte[0] ^ 0xFF]))
     self.assertEqual(input_files.scan_tfrecord_file(path), (6, None))
     pattern = os.path.join(self.get_temp_dir(), 'train-*.tfrecord')
-    result = train_test._run(train_test._command(  # pylint: disable=protected-access
-        os.path.join(self.get_temp_dir(), 'model'), train_test._tiny_overrides(pattern, 2)))  # pylint: disable=protected-access
+    # pylint: disable=protected-access  (the driver tests' command helpers)
+    result = train_test._run(train_test._command(os.path.join(self.get_temp_dir(), 'model'),
+                                                 train_test._tiny_overrides(pattern, 2)))
+    # pylint: enable=protected-access
     self.assertEqual(result.returncode, 2, result.stderr[-3000:])
     errors_printed = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
     self.assertLen(errors_printed, 1)
