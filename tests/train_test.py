@@ -1,5 +1,8 @@
-"""The training driver as a user runs it: resumption after SIGKILL, and one-line errors for bad input."""
+"""The training driver as a user runs it: resumption after SIGKILL, one-line errors for bad input, the step
+lines' metrics, and the README's "Extending a task" recipe run as written."""
+import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,9 +38,33 @@ def _command(model_dir: str, overrides: str, *extra: str):
           *extra]
 
 
-def _run(command, timeout=300):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  return subprocess.run(command, cwd=_REPO, env=env, capture_output=True, text=True, timeout=timeout)
+def _user_env():
+  """The environment of a user's shell: no TensorFlow log settings from the test session (conftest sets some)."""
+  env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+  env['PYTHONPATH'] = os.pathsep.join(p for p in (_REPO, os.environ.get('PYTHONPATH')) if p)
+  return env
+
+
+def _run(command, timeout=300, cwd=_REPO):
+  return subprocess.run(command, cwd=cwd, env=_user_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def _readme_block(first_line: str) -> str:
+  """The fenced code block of README.md whose first line is `first_line`."""
+  with open(os.path.join(_REPO, 'README.md')) as f:
+    readme = f.read()
+  for block in re.findall(r'```[a-z]*\n(.*?)```', readme, flags=re.S):
+    if block.startswith(first_line + '\n'):
+      return block
+  raise AssertionError(f'README.md has no code block starting with {first_line!r}')
+
+
+def _summary_tags(log_dir: str) -> set:
+  tags = set()
+  for path in glob.glob(os.path.join(log_dir, 'events.out.tfevents.*')):
+    for record in tf.data.TFRecordDataset(path):
+      tags.update(value.tag for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value)
+  return tags
 
 
 def _checkpoint_step(model_dir: str) -> int:
@@ -54,9 +81,8 @@ class TrainDriverTest(tf.test.TestCase):
   def test_resumes_after_sigkill(self):
     model_dir = os.path.join(self.get_temp_dir(), 'killed')
     train_steps = 400
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
     process = subprocess.Popen(_command(model_dir, _tiny_overrides(self.train_path, train_steps)), cwd=_REPO,
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               env=_user_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while _checkpoint_step(model_dir) < 4 and time.time() < deadline and process.poll() is None:
       time.sleep(0.5)
@@ -72,14 +98,58 @@ class TrainDriverTest(tf.test.TestCase):
     self.assertEqual(_checkpoint_step(model_dir), target)
     self.assertRegex(result.stderr, rf'(?s)train \| step:\s+{killed_at + 2}\b')
     self.assertNotRegex(result.stderr, r'train \| step:\s+2 \|')
+    # The step line itself carries the logged metrics (it used to end in a bare `output:`).
+    self.assertRegex(result.stdout, rf'(?m)^train \| step:\s+{target} \| steps/sec:.*\| output: .*'
+                                    r'contrastive_loss=[-0-9.e]+.*learning_rate=[-0-9.e]+.*training_loss=')
+    if not tf.config.list_physical_devices('GPU'):
+      self.assertNotIn('failed call to cuInit', result.stderr)
+
+  def _assert_one_error_line(self, result, *fragments):
+    self.assertEqual(result.returncode, 2, result.stderr[-3000:])
+    self.assertNotIn('Traceback', result.stderr)
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+    self.assertLen(error_lines, 1, result.stderr[-3000:])
+    for fragment in fragments:
+      self.assertIn(fragment, error_lines[0])
 
   def test_unknown_config_key_is_one_clear_line(self):
-    result = _run(_command(os.path.join(self.get_temp_dir(), 'bad_key'),
-                           'task.losses.tempreature=0.2'))
-    self.assertEqual(result.returncode, 2)
-    self.assertIn('error: invalid experiment configuration', result.stderr)
-    self.assertIn('tempreature', result.stderr)
-    self.assertNotIn('Traceback', result.stderr)
+    result = _run(_command(os.path.join(self.get_temp_dir(), 'bad_key'), 'task.losses.tempreature=0.2'))
+    self._assert_one_error_line(result, 'error: --params_override: unknown key task.losses.tempreature')
+
+  def test_pretrain_task_check_fails_before_anything_is_built(self):
+    model_dir = os.path.join(self.get_temp_dir(), 'bad_temperature')
+    result = _run(_command(model_dir, 'task.losses.temperature=0'))
+    self._assert_one_error_line(result, 'task.losses.temperature must be > 0')
+    self.assertFalse(os.path.exists(os.path.join(model_dir, 'params.yaml')), 'nothing may be written')
+
+  def test_python_tag_in_yaml_names_the_file(self):
+    path = os.path.join(self.get_temp_dir(), 'tuple.yaml')
+    with open(path, 'w') as f:
+      f.write('task:\n  train_data:\n    feature_shape: !!python/tuple [8, 32, 32, 3]\n')
+    command = [sys.executable, '-m', 'official_cvrl.train', '--experiment=cvrl_linear_eval_demo', '--mode=train',
+               f'--model_dir={os.path.join(self.get_temp_dir(), "tuple")}', f'--config_file={path}']
+    self._assert_one_error_line(_run(command), f'--config_file={path}: !!python/tuple at line 3',
+                                'only plain YAML is accepted')
+
+  def test_extending_a_task_recipe_runs_as_documented(self):
+    """README "Extending a task": its two files, verbatim, train a subclass whose extra loss term is reported."""
+    project = os.path.join(self.get_temp_dir(), 'user')
+    os.makedirs(os.path.join(project, 'my_project'), exist_ok=True)
+    for name in ('my_pretrain.py', 'train.py'):
+      with open(os.path.join(project, 'my_project', name), 'w') as f:
+        f.write(_readme_block(f'# my_project/{name}'))
+    model_dir = os.path.join(self.get_temp_dir(), 'my_pretrain')
+    command = [sys.executable, '-m', 'my_project.train', '--experiment=my_pretrain_demo', '--mode=train',
+               f'--model_dir={model_dir}', '--enable_async_checkpointing=false',
+               f'--params_override={_tiny_overrides(self.train_path, 2)}',
+               # A second --params_override is merged with the first, not substituted for it.
+               '--params_override=task.feature_decorrelation_weight=0.05']
+    result = _run(command, cwd=project)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertRegex(result.stdout, r'(?m)^train \| step:\s+2 \|.*decorrelation_loss=[0-9.e+-]+')
+    self.assertIn('feature_decorrelation_weight: 0.05', open(os.path.join(model_dir, 'params.yaml')).read())
+    self.assertIn('train_steps: 2', open(os.path.join(model_dir, 'params.yaml')).read())
+    self.assertIn('decorrelation_loss', _summary_tags(os.path.join(model_dir, 'train')))
 
   def test_missing_input_files_is_one_clear_line(self):
     overrides = _tiny_overrides(os.path.join(self.get_temp_dir(), 'missing-*'), 2)

@@ -27,6 +27,7 @@ from official_cvrl.configs import action_detection as detection_cfg
 from official_cvrl.dataloaders import detection_input
 from official_cvrl.evaluation import ava_frame_map
 from official_cvrl.modeling import action_detection_model  # pylint: disable=unused-import  (registers the builder)
+from official_cvrl.tasks import logged_terms
 from official_cvrl.tasks import optimization_step
 from official_cvrl.tasks import pretrain
 from official_cvrl.utils import checkpoints
@@ -136,7 +137,13 @@ class ActionDetectionTask(base_task.Task):
         decoder_fn=detection_input.Decoder(image_key=params.image_field_key).decode)
 
   def build_metrics(self, training: bool = True) -> List[tf_keras.metrics.Metric]:
-    return []
+    """Training: a mean of every scalar `build_losses` logs; validation reports frame mAP (`aggregate_logs`)."""
+    if not training:
+      return []
+    data = self.task_config.train_data
+    boxes = tf.TensorSpec([2, data.max_num_boxes, data.num_classes], tf.float32)
+    return logged_terms.build_metrics(self.build_losses, boxes, boxes, tf.TensorSpec([2, data.max_num_boxes]),
+                                      aux_losses=None)
 
   def build_losses(self, classes: tf.Tensor, logits: tf.Tensor, box_mask: tf.Tensor,
                    aux_losses: Optional[List[tf.Tensor]] = None) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
@@ -160,6 +167,7 @@ class ActionDetectionTask(base_task.Task):
       return pretrain.assert_finite_loss(loss), logs
 
     loss, logs = optimization_step.minimize(loss_fn, model, optimizer)
+    logged_terms.update(metrics, logs)
     logs[self.loss] = loss
     return logs
 

@@ -21,14 +21,10 @@ from official_cvrl.evaluation import embedding_health
 from official_cvrl.losses import contrastive
 from official_cvrl.modeling import factory as _model_factory  # pylint: disable=unused-import  (registers builders)
 from official_cvrl.ops import color_augment
+from official_cvrl.tasks import logged_terms
 from official_cvrl.tasks import optimization_step
 from official_cvrl.utils import errors
 from official_cvrl.utils import input_files
-
-# Label-free health of the embeddings (evaluation/embedding_health.py) is logged next to the contrastive terms.
-_CONTRASTIVE_METRICS = ('contrastive_loss', 'contrastive_accuracy', 'contrastive_entropy', 'regularization_loss',
-                        'embedding_std', 'effective_rank', 'alignment', 'uniformity')
-
 
 def build_l2_regularizer(l2_weight_decay: float) -> Optional[tf_keras.regularizers.Regularizer]:
   """Keras L2 regularizer whose gradient is `l2_weight_decay * w`, as weight decay; None when 0."""
@@ -73,9 +69,12 @@ class CVRLPretrainTask(base_task.Task):
   """Contrastive pretraining of an R3D backbone with temporal interval sampling and TC augmentation."""
 
   def __init__(self, params: cvrl_cfg.CVRLPretrainTask, logging_dir: Optional[str] = None, name: Optional[str] = None):
-    # Model Garden validates only an experiment's restrictions; the task config's own checks run here, so every
-    # entry point (driver, export, tests) rejects a bad combination before building anything.
-    params.validate()
+    # The experiment's validate() already ran these checks; they run again here for entry points that build a
+    # task from a task config alone (export, tests).
+    try:
+      params.validate()
+    except ValueError as e:
+      raise errors.UserInputError(str(e)) from None
     super().__init__(params, logging_dir=logging_dir, name=name)
 
   def build_model(self) -> tf_keras.Model:
@@ -117,7 +116,10 @@ class CVRLPretrainTask(base_task.Task):
                                key=key, input_context=input_context)
 
   def build_metrics(self, training: bool = True) -> List[tf_keras.metrics.Metric]:
-    return [tf_keras.metrics.Mean(name, dtype=tf.float32) for name in _CONTRASTIVE_METRICS]
+    """A mean of every scalar `build_losses` logs: contrastive loss, accuracy and entropy, L2, the label-free
+    health of the embeddings (evaluation/embedding_health.py), and any term a subclass adds."""
+    projections = tf.TensorSpec([4, self.task_config.model.projection_head.output_dim], tf.float32)
+    return logged_terms.build_metrics(self.build_losses, projections, aux_losses=None)
 
   def _augment_on_device(self, images: tf.Tensor, params: cvrl_cfg.DataConfig) -> tf.Tensor:
     """uint8 clips from the pipeline -> float [0, 1] clips with colour jitter / greyscale / blur (Algorithm 1)."""
@@ -152,10 +154,6 @@ class CVRLPretrainTask(base_task.Task):
     logs.update(embedding_health.health_metrics(tf.stop_gradient(projections_1), tf.stop_gradient(projections_2)))
     return total, logs
 
-  def _update_metrics(self, metrics, logs: Dict[str, tf.Tensor]) -> None:
-    for metric in metrics or []:
-      metric.update_state(logs[metric.name])
-
   def train_step(self, inputs: Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]], model: tf_keras.Model,
                  optimizer: tf_keras.optimizers.Optimizer, metrics=None) -> Dict[str, Any]:
     features, _ = inputs
@@ -167,7 +165,7 @@ class CVRLPretrainTask(base_task.Task):
       return assert_finite_loss(loss), logs
 
     loss, logs = optimization_step.minimize(loss_fn, model, optimizer)
-    self._update_metrics(metrics, logs)
+    logged_terms.update(metrics, logs)
     return {self.loss: loss}
 
   def validation_step(self, inputs, model: tf_keras.Model, metrics=None) -> Dict[str, Any]:
@@ -175,7 +173,7 @@ class CVRLPretrainTask(base_task.Task):
     images = self._augment_on_device(features['image'], self.task_config.validation_data)
     outputs = model(images, training=False)
     loss, logs = self.build_losses(outputs['projection'], aux_losses=model.losses)
-    self._update_metrics(metrics, logs)
+    logged_terms.update(metrics, logs)
     return {self.loss: loss}
 
   def inference_step(self, inputs: tf.Tensor, model: tf_keras.Model) -> Dict[str, tf.Tensor]:

@@ -32,6 +32,7 @@ from official_cvrl.configs import video_classification as vc_cfg
 from official_cvrl.dataloaders import classification_input
 from official_cvrl.modeling import factory as _model_factory  # pylint: disable=unused-import  (registers builders)
 from official_cvrl.ops import multi_view
+from official_cvrl.tasks import logged_terms
 from official_cvrl.tasks import optimization_step
 from official_cvrl.tasks import pretrain
 from official_cvrl.utils import checkpoints
@@ -115,10 +116,15 @@ class VideoClassificationTask(base_task.Task):
                                         input_context=input_context)
 
   def build_metrics(self, training: bool = True) -> List[tf_keras.metrics.Metric]:
-    return [
+    metrics = [
         tf_keras.metrics.SparseCategoricalAccuracy(name='accuracy'),
         tf_keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, self.num_classes), name='top_5_accuracy'),
     ]
+    if training:  # The terms of `build_losses` (class loss, L2, a subclass's own), reported while training.
+      metrics += logged_terms.build_metrics(
+          self.build_losses, tf.TensorSpec([2], tf.int32), tf.TensorSpec([2, self.num_classes], tf.float32),
+          aux_losses=None)
+    return metrics
 
   def _regularization_losses(self, model: tf_keras.Model) -> List[tf.Tensor]:
     # A frozen backbone's weight decay is a constant: leave it out of the loss that is logged and optimised.
@@ -159,7 +165,8 @@ class VideoClassificationTask(base_task.Task):
       return pretrain.assert_finite_loss(loss), (logs, probabilities)
 
     loss, (logs, probabilities) = optimization_step.minimize(loss_fn, model, optimizer)
-    for metric in metrics or []:
+    logged_terms.update(metrics, logs)
+    for metric in logged_terms.other_metrics(metrics):
       metric.update_state(labels, probabilities)
     logs[self.loss] = loss
     return logs
@@ -170,7 +177,8 @@ class VideoClassificationTask(base_task.Task):
     labels = labels['label']
     probabilities = self.inference_step(features['image'], model)
     loss, logs = self.build_losses(labels, probabilities, self._regularization_losses(model))
-    for metric in metrics or []:
+    logged_terms.update(metrics, logs)
+    for metric in logged_terms.other_metrics(metrics):
       metric.update_state(labels, probabilities)
     logs[self.loss] = loss
     return logs
