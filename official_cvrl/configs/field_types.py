@@ -12,7 +12,7 @@ import collections.abc
 import dataclasses
 import types
 import typing
-from typing import Any, Optional
+from typing import Any
 
 from official.modeling.hyperparams import base_config
 from official.modeling.hyperparams import params_dict
@@ -186,7 +186,3 @@ def _conform_children(value: Any, key: str, raise_errors: bool) -> None:
       if isinstance(element, params_dict.ParamsDict):
         conform(element, prefix=f'{key}[{i}].', raise_errors=raise_errors)
 
-
-def declared_type(config: params_dict.ParamsDict, name: str) -> Optional[Any]:
-  """The annotation of field `name` of `config`, or None for a key the dataclass does not declare."""
-  return _annotations(config).get(name)
