@@ -245,7 +245,8 @@ def build_experiment(experiment: str, config_files: Sequence[str] = (),
   try:
     params = exp_factory.get_exp_config(experiment)
   except LookupError:
-    known = sorted(name for name in exp_factory._REGISTERED_CONFIGS if name.startswith('cvrl_'))  # pylint: disable=protected-access
+    registered = exp_factory._REGISTERED_CONFIGS  # pylint: disable=protected-access
+    known = sorted(name for name in registered if name.startswith('cvrl_'))
     raise errors.UserInputError(f'--experiment={experiment} is not a registered experiment; the CVRL ones are '
                                 f'{", ".join(known)} (README, "Experiments").') from None
   for path in config_files:

@@ -38,7 +38,8 @@ class YamlFileTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_plain_yaml_reads_exponents_as_floats_like_model_garden(self):
     path = self._write('task:\n  losses:\n    l2_weight_decay: 1e-6\n    temperature: .5\n')
-    self.assertEqual(overrides.load_yaml_file(path), {'task': {'losses': {'l2_weight_decay': 1e-6, 'temperature': 0.5}}})
+    self.assertEqual(overrides.load_yaml_file(path),
+                     {'task': {'losses': {'l2_weight_decay': 1e-6, 'temperature': 0.5}}})
 
   def test_missing_and_broken_files(self):
     missing = os.path.join(self.get_temp_dir(), 'absent.yaml')
@@ -57,7 +58,8 @@ class ParamsOverrideTest(tf.test.TestCase, parameterized.TestCase):
       (f'task.train_data.input_path={_PERCENT_PATH},task.label_fraction=0.1',
        {'task': {'train_data': {'input_path': _PERCENT_PATH}, 'label_fraction': 0.1}}),
       (f"task.train_data.input_path='{_SPLIT_PATH}'", {'task': {'train_data': {'input_path': _SPLIT_PATH}}}),
-      (f'task.train_data.input_path=/abs/{_SPLIT_PATH}', {'task': {'train_data': {'input_path': f'/abs/{_SPLIT_PATH}'}}}),
+      (f'task.train_data.input_path=/abs/{_SPLIT_PATH}',
+       {'task': {'train_data': {'input_path': f'/abs/{_SPLIT_PATH}'}}}),
       ('task.train_data.feature_shape=[4,32,32,3],task.init_checkpoint=\'\'',
        {'task': {'train_data': {'feature_shape': [4, 32, 32, 3]}, 'init_checkpoint': ''}}),
       ('{task: {losses: {temperature: 0.2}}}', {'task': {'losses': {'temperature': 0.2}}}),
@@ -153,7 +155,8 @@ class BuildExperimentTest(tf.test.TestCase, parameterized.TestCase):
       overrides.build_experiment('cvrl_linear_eval_ucf101', params_overrides=['task.train_data.temporal_strid=2'])
 
   def test_unknown_experiment(self):
-    with self.assertRaisesRegex(errors.UserInputError, r'^--experiment=cvrl_nope is not a registered .*cvrl_pretrain_demo'):
+    with self.assertRaisesRegex(errors.UserInputError,
+                                r'^--experiment=cvrl_nope is not a registered .*cvrl_pretrain_demo'):
       overrides.build_experiment('cvrl_nope')
 
 
