@@ -71,6 +71,8 @@ class DataConfig(cfg.DataConfig):
     temporal_stride: frame stride inside a clip (the "data layer" stride of Table 1).
     num_classes: number of classes; read by the classification tasks, unused (-1) in pretraining.
     image_field_key / label_field_key: SequenceExample keys (Model Garden's by default).
+    num_clips: pretraining clips per video, rho >= 2. 2 is the paper; more gives every clip rho - 1 positives
+      (multi-positive InfoNCE, `losses.contrastive.multi_view_contrastive_loss`). Read by the pretrain task only.
   """
   name: Optional[str] = None
   file_type: str = 'tfrecord'
@@ -83,6 +85,7 @@ class DataConfig(cfg.DataConfig):
   spatial_augmentation: SpatialAugmentation = dataclasses.field(default_factory=SpatialAugmentation)
   shuffle_buffer_size: int = 1024
   drop_remainder: bool = True
+  num_clips: int = 2
 
   def validate(self, key: str = 'data'):
     if len(self.feature_shape) != 4 or self.feature_shape[-1] != 3:
@@ -90,6 +93,8 @@ class DataConfig(cfg.DataConfig):
     if self.feature_shape[0] < 1 or self.temporal_stride < 1:
       raise ValueError(f'{key}.feature_shape[0] (frames per clip) and {key}.temporal_stride must be >= 1, got '
                        f'{self.feature_shape[0]} and {self.temporal_stride}.')
+    if self.num_clips < 2:
+      raise ValueError(f'{key}.num_clips must be >= 2 (clips per video in pretraining), got {self.num_clips}.')
     distribution = self.temporal_augmentation.interval_distribution
     if distribution not in INTERVAL_DISTRIBUTIONS:
       raise ValueError(f'{key}.temporal_augmentation.interval_distribution={distribution!r}; expected one of '
@@ -120,10 +125,24 @@ class CVRLPretrainTask(cfg.TaskConfig):
   validation_data: DataConfig = dataclasses.field(
       default_factory=lambda: DataConfig(is_training=False, drop_remainder=False))
   losses: ContrastiveLosses = dataclasses.field(default_factory=ContrastiveLosses)
+  # Gradient caching (tasks/gradient_cache.py): 0 = off; else rows of the replica batch (rho * videos) embedded
+  # per chunk, so memory follows the chunk while the loss still sees the whole batch. Equals the unchunked step
+  # with batch norm statistics per chunk (ghost batch norm); must divide rho * per-replica batch.
+  gradient_chunk_size: int = 0
 
   def validate(self):
     self.train_data.validate('task.train_data')
     self.validation_data.validate('task.validation_data')
+    if self.validation_data.num_clips != self.train_data.num_clips:
+      raise ValueError(f'task.validation_data.num_clips={self.validation_data.num_clips} differs from '
+                       f'task.train_data.num_clips={self.train_data.num_clips}: the validation loss uses the '
+                       'training loss, so set both to the same number of clips per video.')
+    if self.gradient_chunk_size < 0:
+      raise ValueError(f'task.gradient_chunk_size must be >= 0 (0 = off), got {self.gradient_chunk_size}.')
+    rows = self.train_data.num_clips * self.train_data.global_batch_size
+    if self.gradient_chunk_size and rows % self.gradient_chunk_size:
+      raise ValueError(f'task.gradient_chunk_size={self.gradient_chunk_size} must divide num_clips x '
+                       f'global_batch_size = {rows} (and the per-replica share of it).')
     if self.losses.temperature <= 0:
       raise ValueError(f'task.losses.temperature must be > 0, got {self.losses.temperature}.')
     if self.losses.l2_weight_decay < 0:

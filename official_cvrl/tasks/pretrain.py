@@ -22,6 +22,7 @@ from official_cvrl.losses import contrastive
 from official_cvrl.modeling import factory as _model_factory  # pylint: disable=unused-import  (registers builders)
 from official_cvrl.ops import color_augment
 from official_cvrl.tasks import logged_terms
+from official_cvrl.tasks import gradient_cache
 from official_cvrl.tasks import optimization_step
 from official_cvrl.utils import errors
 from official_cvrl.utils import input_files
@@ -110,7 +111,8 @@ class CVRLPretrainTask(base_task.Task):
         crop_aspect_ratio_range=spatial.crop_aspect_ratio_range,
         flip_probability=spatial.flip_probability,
         image_key=params.image_field_key,
-        label_key=params.label_field_key)
+        label_key=params.label_field_key,
+        num_clips=params.num_clips)
     key = 'task.train_data' if params.is_training else 'task.validation_data'
     return build_video_dataset(params, parser.parse_fn(params.is_training), ssl_input.PostBatchProcessor(),
                                key=key, input_context=input_context)
@@ -118,7 +120,8 @@ class CVRLPretrainTask(base_task.Task):
   def build_metrics(self, training: bool = True) -> List[tf_keras.metrics.Metric]:
     """A mean of every scalar `build_losses` logs: contrastive loss, accuracy and entropy, L2, the label-free
     health of the embeddings (evaluation/embedding_health.py), and any term a subclass adds."""
-    projections = tf.TensorSpec([4, self.task_config.model.projection_head.output_dim], tf.float32)
+    projections = tf.TensorSpec([2 * self.task_config.train_data.num_clips,
+                                 self.task_config.model.projection_head.output_dim], tf.float32)
     return logged_terms.build_metrics(self.build_losses, projections, aux_losses=None)
 
   def _augment_on_device(self, images: tf.Tensor, params: cvrl_cfg.DataConfig) -> tf.Tensor:
@@ -138,14 +141,17 @@ class CVRLPretrainTask(base_task.Task):
 
   def build_losses(self, projections: tf.Tensor, aux_losses: Optional[List[tf.Tensor]] = None
                    ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
-    """Contrastive loss on [2 * batch, dim] projections (first half view 1, second half view 2) + L2.
+    """Contrastive loss on [rho * batch, dim] projections (rho = num_clips equal parts, part v clip v) + L2.
+
+    rho = 2 is the paper's pair loss; rho > 2 the multi-positive loss (`contrastive.multi_view_contrastive_loss`).
 
     Returns:
       The total per-replica loss and a dict of the logged terms.
     """
-    projections_1, projections_2 = tf.split(tf.cast(projections, tf.float32), 2, axis=0)
-    contrastive_loss, stats = contrastive.contrastive_loss(
-        projections_1, projections_2, temperature=self.task_config.losses.temperature)
+    views = tf.split(tf.cast(projections, tf.float32), self.task_config.train_data.num_clips, axis=0)
+    projections_1, projections_2 = views[0], views[1]
+    contrastive_loss, stats = contrastive.multi_view_contrastive_loss(
+        views, temperature=self.task_config.losses.temperature)
     regularization = tf.add_n([tf.cast(l, tf.float32) for l in aux_losses]) if aux_losses else tf.constant(0.0)
     total = contrastive_loss + regularization
     logs = {'contrastive_loss': contrastive_loss, 'regularization_loss': regularization}
@@ -158,6 +164,15 @@ class CVRLPretrainTask(base_task.Task):
                  optimizer: tf_keras.optimizers.Optimizer, metrics=None) -> Dict[str, Any]:
     features, _ = inputs
     images = self._augment_on_device(features['image'], self.task_config.train_data)
+
+    chunk_size = self.task_config.gradient_chunk_size
+    if chunk_size:
+      # Gradient caching: the whole replica batch in the loss, activations of one chunk at a time.
+      loss, logs = gradient_cache.chunked_minimize(
+          images, model, optimizer, lambda embeddings: self.build_losses(embeddings, aux_losses=None), chunk_size)
+      assert_finite_loss(loss)
+      logged_terms.update(metrics, logs)
+      return {self.loss: loss}
 
     def loss_fn():
       outputs = model(images, training=True)

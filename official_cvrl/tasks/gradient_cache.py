@@ -1,0 +1,110 @@
+"""Gradient caching: the contrastive step over a large batch while holding activations for one chunk only.
+
+Gao et al. (2021, "Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup") observe that a
+contrastive loss couples the examples only through their embeddings. So the step can be split:
+
+  1. embed every chunk of the replica's batch without a tape (activations freed after each chunk);
+  2. compute the loss over all embeddings (negatives still global across replicas) and its gradient with respect
+     to the embeddings, d loss / d z, a [batch, dim] tensor;
+  3. run every chunk again under a tape and back-propagate its slice of d loss / d z to the weights
+     (vector-Jacobian product, `tape.gradient(z_chunk, weights, output_gradients=...)`), summing over chunks.
+
+What it equals: the ordinary step in which batch norm normalises each chunk with that chunk's statistics (ghost
+batch norm with a virtual batch of `chunk_size` rows) -- exactly, because both passes see the same inputs (the
+augmented clips are drawn once, before pass 1) and the same weights. With batch norm in inference mode (frozen),
+chunks do not interact at all and the result is the unchunked step. Batch norm moving statistics are updated once
+per chunk, by pass 1; pass 2's updates are undone. Dropout or other randomness inside the model would differ
+between the passes; the CVRL model has none.
+
+Pure TensorFlow, usable under any distribution strategy, in a `tf.function` and with `jit_compile`; chunks are
+sliced with static sizes, so the replica batch must have a static size divisible by the chunk size.
+"""
+from typing import Any, Callable, Dict, List, Tuple
+
+import tensorflow as tf
+import tf_keras
+
+
+def _batch_norm_statistics(model: tf_keras.Model) -> List[tf.Variable]:
+  """The moving mean/variance variables of every batch norm layer (what a training-mode call updates)."""
+  return [v for v in model.non_trainable_variables if 'moving_' in v.name]
+
+
+def chunked_minimize(images: tf.Tensor,
+                     model: tf_keras.Model,
+                     optimizer: tf_keras.optimizers.Optimizer,
+                     loss_from_embeddings: Callable[[tf.Tensor], Tuple[tf.Tensor, Dict[str, Any]]],
+                     chunk_size: int,
+                     output_key: str = 'projection') -> Tuple[tf.Tensor, Dict[str, Any]]:
+  """One optimizer step with gradient caching (see the module docstring).
+
+  Args:
+    images: `[batch, ...]` model inputs of this replica, already augmented.
+    model: returns a dict holding `output_key` `[batch, dim]` for training-mode calls; its `losses` (weight
+      regularisation) are added to the objective.
+    optimizer: Model Garden optimizer, possibly a LossScaleOptimizer (mixed float16).
+    loss_from_embeddings: embeddings `[batch, dim]` -> (per-replica mean loss without regularisation, logs).
+    chunk_size: rows per chunk; must divide the static batch size.
+    output_key: the model output the loss reads.
+
+  Returns:
+    The unscaled per-replica total loss (contrastive + regularisation) and the logs of `loss_from_embeddings`
+    with 'regularization_loss' set.
+
+  Raises:
+    ValueError: if the batch size is not static or not divisible by `chunk_size`.
+  """
+  batch = images.shape[0]
+  if batch is None or chunk_size < 1 or batch % chunk_size:
+    raise ValueError(f'gradient caching needs a static replica batch divisible by the chunk size; got batch '
+                     f'{batch} and chunk size {chunk_size}.')
+  num_chunks = batch // chunk_size
+  chunks = [images[i * chunk_size:(i + 1) * chunk_size] for i in range(num_chunks)]
+  num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+  loss_scaling = isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
+
+  # Pass 1: embeddings only; nothing is recorded, so each chunk's activations are freed once it is embedded.
+  embeddings = tf.concat([tf.stop_gradient(tf.cast(model(chunk, training=True)[output_key], tf.float32))
+                          for chunk in chunks], axis=0)
+
+  # The loss and its gradient with respect to the embeddings (through the cross-replica gather, if any).
+  with tf.GradientTape() as tape:
+    tape.watch(embeddings)
+    loss, logs = loss_from_embeddings(embeddings)
+    scaled = loss / num_replicas
+    if loss_scaling:
+      scaled = optimizer.get_scaled_loss(scaled)
+  embedding_grads = tape.gradient(scaled, embeddings)
+
+  # Pass 2: re-run each chunk under a tape and push its slice of the embedding gradient to the weights. Batch
+  # norm statistics were already updated by pass 1: keep them and restore them after this pass.
+  statistics = _batch_norm_statistics(model)
+  saved = [tf.identity(v) for v in statistics]
+  variables = model.trainable_variables
+  grads = [tf.zeros_like(v) for v in variables]
+  for index, chunk in enumerate(chunks):
+    with tf.GradientTape() as tape:
+      outputs = tf.cast(model(chunk, training=True)[output_key], tf.float32)
+    chunk_grads = tape.gradient(outputs, variables,
+                                output_gradients=embedding_grads[index * chunk_size:(index + 1) * chunk_size],
+                                unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    grads = [g + c for g, c in zip(grads, chunk_grads)]
+  for variable, value in zip(statistics, saved):
+    variable.assign(value)
+
+  # Weight regularisation depends on the weights only.
+  with tf.GradientTape() as tape:
+    regularization = (tf.add_n([tf.cast(l, tf.float32) for l in model.losses]) if model.losses
+                      else tf.constant(0.0))
+    scaled_regularization = regularization / num_replicas
+    if loss_scaling:
+      scaled_regularization = optimizer.get_scaled_loss(scaled_regularization)
+  regularization_grads = tape.gradient(scaled_regularization, variables,
+                                       unconnected_gradients=tf.UnconnectedGradients.ZERO)
+  grads = [g + r for g, r in zip(grads, regularization_grads)]
+  if loss_scaling:
+    grads = optimizer.get_unscaled_gradients(grads)
+  optimizer.apply_gradients(list(zip(grads, variables)))
+  logs = dict(logs)
+  logs['regularization_loss'] = regularization
+  return loss + regularization, logs
