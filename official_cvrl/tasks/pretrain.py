@@ -21,8 +21,8 @@ from official_cvrl.evaluation import embedding_health
 from official_cvrl.losses import contrastive
 from official_cvrl.modeling import factory as _model_factory  # pylint: disable=unused-import  (registers builders)
 from official_cvrl.ops import color_augment
-from official_cvrl.tasks import logged_terms
 from official_cvrl.tasks import gradient_cache
+from official_cvrl.tasks import logged_terms
 from official_cvrl.tasks import optimization_step
 from official_cvrl.utils import errors
 from official_cvrl.utils import input_files
