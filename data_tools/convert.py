@@ -212,7 +212,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   logging.getLogger('apache_beam.runners.portability.local_job_service').setLevel(logging.ERROR)
   parser = build_parser()
   args, beam_args = parser.parse_known_args(argv)
-  unknown, beam_flags = pipeline.unknown_options(beam_args)
+  try:
+    # Imports the --runner's module first: its options (--dask_client_address, ...) are defined there.
+    beam_args = pipeline.resolve_runner(beam_args)
+    unknown, beam_flags = pipeline.unknown_options(beam_args)
+  except ValueError as e:
+    _log(f'[{args.split}] ERROR: {e}')
+    return 2
   if unknown:
     ours = [flag for action in parser._actions for flag in action.option_strings]  # pylint: disable=protected-access
     hints = [f'{flag} (did you mean {close[0]}?)' if (close := difflib.get_close_matches(flag, ours + beam_flags, 1))

@@ -22,6 +22,7 @@ the Prism runner binary from the internet. Any other `--runner` and its options 
 import abc
 import dataclasses
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -231,12 +232,78 @@ def _fingerprints(plan_items: List[List[WorkItem]], converter_fingerprint: str, 
   return result
 
 
+_DASK_RUNNER = 'apache_beam.runners.dask.dask_runner.DaskRunner'
+# Runners Beam accepts by module path only, also accepted here by class name (any case, `Runner` optional).
+_EXTRA_RUNNER_PATHS = (_DASK_RUNNER,)
+# What to install when a runner's module cannot be imported, by a word of its path.
+_RUNNER_PACKAGES = {'dask': "'dask[distributed]' (pinned in requirements.txt)", 'dataflow': "'apache-beam[gcp]'"}
+
+
+def _runner_value(pipeline_args: Sequence[str]) -> Tuple[Optional[str], List[str]]:
+  """(the value of the last `--runner`, the arguments without any `--runner`)."""
+  value, rest, args = None, [], list(pipeline_args)
+  i = 0
+  while i < len(args):
+    arg = args[i]
+    if arg == '--runner' and i + 1 < len(args):
+      value, i = args[i + 1], i + 2
+      continue
+    if arg.startswith('--runner='):
+      value = arg.split('=', 1)[1]
+    else:
+      rest.append(arg)
+    i += 1
+  return value, rest
+
+
+def runner_path(name: str) -> str:
+  """The module path of runner `name`: Beam's short names (`DataflowRunner`, `flink`, ...) and `DaskRunner`
+  resolved as Beam resolves its own, any other name (a module path) unchanged."""
+  known = pipeline_options.StandardOptions.ALL_KNOWN_RUNNERS + _EXTRA_RUNNER_PATHS
+  by_name = {path.rsplit('.', 1)[-1].lower(): path for path in known}
+  return by_name.get(name.lower(), by_name.get(name.lower() + 'runner', name))
+
+
+def resolve_runner(pipeline_args: Sequence[str]) -> List[str]:
+  """Imports the module of `--runner`, so that the options it defines are known; returns the arguments with a
+  short name Beam does not resolve itself (`DaskRunner`) replaced by the module path.
+
+  A runner's options (`--dask_client_address`, `--flink_master`, ...) are `PipelineOptions` subclasses defined in
+  its module: until that module is imported, Beam neither parses nor lists them.
+
+  Raises:
+    ValueError: the runner's module cannot be imported; the message names the runner and what to install.
+  """
+  name, rest = _runner_value(pipeline_args)
+  if not name:
+    return list(pipeline_args)
+  path = runner_path(name)
+  if '.' not in path:
+    return list(pipeline_args)  # Beam itself reports an unknown short name, listing the valid ones.
+  module, _ = path.rsplit('.', 1)
+  try:
+    importlib.import_module(module)
+  except ImportError as e:
+    install = next((package for word, package in _RUNNER_PACKAGES.items() if word in path.lower()), None)
+    hint = (f'install {install}' if install else "install the runner's package or check the module path")
+    raise ValueError(f'--runner={name}: its module {module} cannot be imported ({e}); {hint}.') from e
+  if path in _EXTRA_RUNNER_PATHS:
+    return rest + [f'--runner={path}']
+  return list(pipeline_args)
+
+
 def unknown_options(pipeline_args: Sequence[str]) -> Tuple[List[str], List[str]]:
   """Splits out the flags Apache Beam does not know, so a mistyped flag fails instead of being ignored.
 
+  The module of `--runner` is imported first (`resolve_runner`), so that runner's own options count as known.
+
   Returns:
     (unknown flags, every flag Beam knows) - the second for "did you mean" suggestions.
+
+  Raises:
+    ValueError: from `resolve_runner`.
   """
+  pipeline_args = resolve_runner(pipeline_args)
   parsers = []
   pipeline_options.PipelineOptions(list(pipeline_args)).get_all_options(add_extra_args_fn=parsers.append)
   _, unknown = parsers[0].parse_known_args(list(pipeline_args))
@@ -262,26 +329,34 @@ IN_PROCESS_BELOW = 32
 
 
 def make_pipeline(pipeline_args: Sequence[str], in_process: bool = False,
-                  log: Callable[[str], None] = logging.info) -> beam.Pipeline:
+                  log: Callable[[str], None] = logging.info, num_elements: int = 0) -> beam.Pipeline:
   """Builds a Beam pipeline from command-line style options.
 
   Without `--runner` (or with `--runner=DirectRunner`) the pipeline runs locally on the FnApiRunner in
   multi-processing mode with one worker per CPU, unless `--direct_running_mode` / `--direct_num_workers` say
-  otherwise or `in_process` asks for a single process. Other runners (DataflowRunner, FlinkRunner, SparkRunner,
-  ...) get the options unchanged.
+  otherwise or `in_process` asks for a single process. On the Dask runner each element gets a partition of its
+  own unless `--dask_npartitions` / `--dask_partition_size` say otherwise. Other runners (DataflowRunner,
+  FlinkRunner, SparkRunner, ...) get the options unchanged.
 
   Args:
     pipeline_args: Beam command-line options.
     in_process: run locally in this process unless `--direct_running_mode` says otherwise (small jobs, where
       worker start-up would dominate).
     log: where to say that the job runs in-process.
+    num_elements: how many elements the pipeline creates (the shards to convert), for the Dask partitioning.
 
   Returns:
     The pipeline, not yet run.
   """
-  args = list(pipeline_args)
+  args = resolve_runner(pipeline_args)
   options = pipeline_options.PipelineOptions(args)
   runner = options.view_as(pipeline_options.StandardOptions).runner
+  if runner == _DASK_RUNNER and num_elements > 0:
+    # Dask splits a collection into partitions of 128 elements by default and a partition runs on one worker, so
+    # up to 128 shards (hours of decoding each, for Kinetics) would be converted one after another on one worker.
+    # Beam's Reshuffle does nothing on Dask: the partitions are what spreads the work.
+    if not any(a.startswith(('--dask_npartitions', '--dask_partition_size')) for a in args):
+      options = pipeline_options.PipelineOptions(args + [f'--dask_npartitions={num_elements}'])
   if runner and runner not in _LOCAL_RUNNERS:
     return beam.Pipeline(options=options)
   defaults = []
@@ -433,7 +508,7 @@ def run(items: Sequence[WorkItem], converter: ItemConverter, *, output_dir: str,
     log(f'[{prefix}] converting {sum(todo.values())} {unit} into {len(todo)} shards...')
     if in_process is None:
       in_process = sum(todo.values()) < IN_PROCESS_BELOW
-    pipeline = make_pipeline(pipeline_args, in_process, lambda m: log(f'[{prefix}] {m}'))
+    pipeline = make_pipeline(pipeline_args, in_process, lambda m: log(f'[{prefix}] {m}'), num_elements=len(todo))
     _ = (pipeline
          | 'ShardIndices' >> beam.Create(sorted(todo))
          | 'Distribute' >> beam.Reshuffle()  # Lets the runner spread shards over workers.
