@@ -340,8 +340,11 @@ def main(argv: Sequence[str]) -> None:
   for name in ('annotations', 'label_map', 'movies_dir', 'output_dir'):
     if not getattr(f, name):
       raise app.UsageError(f'--{name} is required.')
-  beam_args = list(argv[1:])
-  unknown, _ = pipeline.unknown_options(beam_args)
+  try:
+    beam_args = pipeline.resolve_runner(argv[1:])
+    unknown, _ = pipeline.unknown_options(beam_args)
+  except ValueError as e:  # A --runner whose module cannot be imported.
+    raise app.UsageError(str(e)) from e
   if unknown:
     raise app.UsageError(f'unknown option(s) {unknown}: neither options of data_tools.ava nor Apache Beam options.')
   settings = ClipSettings(num_frames=f.num_frames, temporal_stride=f.temporal_stride, fps=f.fps,
