@@ -332,6 +332,25 @@ def paper_order_margins(variants: Sequence[Dict[str, Any]]) -> List[Dict[str, An
   return margins
 
 
+def markdown_table(results: Dict[str, Any]) -> str:
+  """The study as a Markdown table: our mean +- std and per-seed values beside the paper's number."""
+  contrastive = any('contrastive_accuracy_mean' in v for v in results['variants'])
+  header = ['variant', 'ours: top-1 mean +- std', 'per seed', f'paper ({results["paper"]})']
+  header += ['held-out contrastive acc.'] if contrastive else []
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  rows = list(results['variants'])
+  if results.get('random_init'):
+    rows.append(dict(results['random_init'], paper_top1=None))
+  for v in rows:
+    cells = [v['name'], f'{v["mean"]:.1f} +- {v["std"]:.1f}', ' / '.join(f'{t:.1f}' for t in v['top1']),
+             '-' if v.get('paper_top1') is None else f'{v["paper_top1"]:.1f}']
+    if contrastive:
+      cells.append(f'{v["contrastive_accuracy_mean"]:.1f} +- {v["contrastive_accuracy_std"]:.1f}'
+                   if 'contrastive_accuracy_mean' in v else '-')
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
 def plot(results: Dict[str, Any], path: str) -> None:
   """Our mean +- std (and each seed) per variant on the left axis, the paper's top-1 on the right one."""
   import matplotlib  # pylint: disable=g-import-not-at-top
@@ -445,11 +464,8 @@ def main(argv: Sequence[str]) -> None:
   seeds = [int(s) for s in FLAGS.seeds]
   records_dir = prepare_records(output_dir)
   results = run_study(FLAGS.study, seeds, output_dir, records_dir)
-  _print(f'\n=== {results["study"]} ({results["paper"]}), {len(seeds)} seed(s), top-1 mean +- std (paper)')
-  for v in results['variants']:
-    _print(f'  {v["name"]:<22} {v["mean"]:5.1f} +- {v["std"]:4.1f}   ({v["paper_top1"]:.1f})')
-  if 'random_init' in results:
-    _print(f'  {"random init":<22} {results["random_init"]["mean"]:5.1f} +- {results["random_init"]["std"]:4.1f}')
+  _print(f'\n=== {results["study"]} ({results["paper"]}), {len(seeds)} seed(s): linear-probe top-1 (%)')
+  _print(markdown_table(results))
   _print(f'Saved {os.path.join(output_dir, results["study"] + ".json")} and .png')
 
 

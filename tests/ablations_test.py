@@ -111,6 +111,19 @@ class VariantConfigTest(tf.test.TestCase, parameterized.TestCase):
                         [10.0, 4.0, (25 / 3) ** 0.5])
     self.assertAllClose(margin['z'], 4.0 / (25 / 3) ** 0.5)
 
+  def test_markdown_table_and_plot(self):
+    runs = [{'seed': s, 'top1': t, 'contrastive_accuracy': c, 'seconds': 1.0, 'commands': ['x']}
+            for s, t, c in ((0, 80.0, 20.0), (1, 84.0, 30.0))]
+    results = {'study': 'augmentation', 'paper': 'Table 9',
+               'variants': [ablations.summarise('TA only', runs, paper_top1=33.0)],
+               'random_init': ablations.summarise('random init', [dict(r, contrastive_accuracy=None) for r in runs])}
+    table = ablations.markdown_table(results).splitlines()
+    self.assertEqual(table[2], '| TA only | 82.0 +- 2.8 | 80.0 / 84.0 | 33.0 | 25.0 +- 7.1 |')
+    self.assertEqual(table[3], '| random init | 82.0 +- 2.8 | 80.0 / 84.0 | - | - |')
+    path = os.path.join(self.get_temp_dir(), 'plot.png')
+    ablations.plot(results, path)
+    self.assertGreater(os.path.getsize(path), 1000)
+
 
 def _tiny(shape_keys, batch_keys):
   return [f'{k}.feature_shape=[4,32,32,3]' for k in shape_keys] + [
