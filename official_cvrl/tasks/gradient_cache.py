@@ -11,7 +11,8 @@ contrastive loss couples the examples only through their embeddings. So the step
 
 What it equals: the ordinary step in which batch norm normalises each chunk with that chunk's statistics (ghost
 batch norm with a virtual batch of `chunk_size` rows) -- exactly, because both passes see the same inputs (the
-augmented clips are drawn once, before pass 1) and the same weights. With batch norm in inference mode (frozen),
+augmentation of a chunk is seeded by the step and the chunk index, so pass 2 redraws exactly what pass 1 drew)
+and the same weights. With batch norm in inference mode (frozen),
 chunks do not interact at all and the result is the unchunked step. Batch norm moving statistics are updated once
 per chunk, by pass 1; pass 2's updates are undone. Dropout or other randomness inside the model would differ
 between the passes; the CVRL model has none.
@@ -19,7 +20,7 @@ between the passes; the CVRL model has none.
 Pure TensorFlow, usable under any distribution strategy, in a `tf.function` and with `jit_compile`; chunks are
 sliced with static sizes, so the replica batch must have a static size divisible by the chunk size.
 """
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 import tf_keras
@@ -35,17 +36,23 @@ def chunked_minimize(images: tf.Tensor,
                      optimizer: tf_keras.optimizers.Optimizer,
                      loss_from_embeddings: Callable[[tf.Tensor], Tuple[tf.Tensor, Dict[str, Any]]],
                      chunk_size: int,
-                     output_key: str = 'projection') -> Tuple[tf.Tensor, Dict[str, Any]]:
+                     output_key: str = 'projection',
+                     preprocess: Optional[Callable[[tf.Tensor, int], tf.Tensor]] = None
+                     ) -> Tuple[tf.Tensor, Dict[str, Any]]:
   """One optimizer step with gradient caching (see the module docstring).
 
   Args:
-    images: `[batch, ...]` model inputs of this replica, already augmented.
+    images: `[batch, ...]` inputs of this replica: model inputs, or raw inputs for `preprocess`.
     model: returns a dict holding `output_key` `[batch, dim]` for training-mode calls; its `losses` (weight
       regularisation) are added to the objective.
     optimizer: Model Garden optimizer, possibly a LossScaleOptimizer (mixed float16).
     loss_from_embeddings: embeddings `[batch, dim]` -> (per-replica mean loss without regularisation, logs).
     chunk_size: rows per chunk; must divide the static batch size.
     output_key: the model output the loss reads.
+    preprocess: optional (chunk of `images`, chunk index) -> model input, e.g. uint8 clips -> augmented float
+      clips. It runs in both passes and must give the same result both times (stateless randomness seeded by
+      the index), so only one chunk of preprocessed inputs is ever held: at the paper's batch the float32 clips
+      of the whole batch would not fit on one accelerator.
 
   Returns:
     The unscaled per-replica total loss (contrastive + regularisation) and the logs of `loss_from_embeddings`
@@ -59,13 +66,17 @@ def chunked_minimize(images: tf.Tensor,
     raise ValueError(f'gradient caching needs a static replica batch divisible by the chunk size; got batch '
                      f'{batch} and chunk size {chunk_size}.')
   num_chunks = batch // chunk_size
-  chunks = [images[i * chunk_size:(i + 1) * chunk_size] for i in range(num_chunks)]
+  raw_chunks = [images[i * chunk_size:(i + 1) * chunk_size] for i in range(num_chunks)]
+
+  def chunk_inputs(index):
+    return preprocess(raw_chunks[index], index) if preprocess is not None else raw_chunks[index]
+
   num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
   loss_scaling = isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
 
   # Pass 1: embeddings only; nothing is recorded, so each chunk's activations are freed once it is embedded.
-  embeddings = tf.concat([tf.stop_gradient(tf.cast(model(chunk, training=True)[output_key], tf.float32))
-                          for chunk in chunks], axis=0)
+  embeddings = tf.concat([tf.stop_gradient(tf.cast(model(chunk_inputs(i), training=True)[output_key], tf.float32))
+                          for i in range(num_chunks)], axis=0)
 
   # The loss and its gradient with respect to the embeddings (through the cross-replica gather, if any).
   with tf.GradientTape() as tape:
@@ -82,7 +93,8 @@ def chunked_minimize(images: tf.Tensor,
   saved = [tf.identity(v) for v in statistics]
   variables = model.trainable_variables
   grads = [tf.zeros_like(v) for v in variables]
-  for index, chunk in enumerate(chunks):
+  for index in range(num_chunks):
+    chunk = chunk_inputs(index)
     with tf.GradientTape() as tape:
       outputs = tf.cast(model(chunk, training=True)[output_key], tf.float32)
     chunk_grads = tape.gradient(outputs, variables,

@@ -21,6 +21,7 @@ from official_cvrl.evaluation import embedding_health
 from official_cvrl.losses import contrastive
 from official_cvrl.modeling import factory as _model_factory  # pylint: disable=unused-import  (registers builders)
 from official_cvrl.ops import color_augment
+from official_cvrl.ops import temporal_sampling
 from official_cvrl.tasks import gradient_cache
 from official_cvrl.tasks import logged_terms
 from official_cvrl.tasks import optimization_step
@@ -124,7 +125,7 @@ class CVRLPretrainTask(base_task.Task):
                                  self.task_config.model.projection_head.output_dim], tf.float32)
     return logged_terms.build_metrics(self.build_losses, projections, aux_losses=None)
 
-  def _augment_on_device(self, images: tf.Tensor, params: cvrl_cfg.DataConfig) -> tf.Tensor:
+  def _augment_on_device(self, images: tf.Tensor, params: cvrl_cfg.DataConfig, seed=None) -> tf.Tensor:
     """uint8 clips from the pipeline -> float [0, 1] clips with colour jitter / greyscale / blur (Algorithm 1)."""
     images = tf.cast(images, tf.float32) / 255.0
     spatial = params.spatial_augmentation
@@ -137,7 +138,8 @@ class CVRLPretrainTask(base_task.Task):
         jitter_random_order=spatial.color_jitter_random_order,
         grayscale_probability=spatial.grayscale_probability,
         blur_probability=spatial.blur_probability,
-        per_frame=not spatial.temporally_consistent)
+        per_frame=not spatial.temporally_consistent,
+        seed=seed)
 
   def build_losses(self, projections: tf.Tensor, aux_losses: Optional[List[tf.Tensor]] = None
                    ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
@@ -163,16 +165,20 @@ class CVRLPretrainTask(base_task.Task):
   def train_step(self, inputs: Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]], model: tf_keras.Model,
                  optimizer: tf_keras.optimizers.Optimizer, metrics=None) -> Dict[str, Any]:
     features, _ = inputs
-    images = self._augment_on_device(features['image'], self.task_config.train_data)
-
     chunk_size = self.task_config.gradient_chunk_size
     if chunk_size:
-      # Gradient caching: the whole replica batch in the loss, activations of one chunk at a time.
+      # Gradient caching: the whole replica batch in the loss, activations and float clips of one chunk at a
+      # time. Each chunk's augmentation is seeded by (step seed, chunk), so both passes draw the same.
+      step_seed = temporal_sampling.stateless_seed(None)
       loss, logs = gradient_cache.chunked_minimize(
-          images, model, optimizer, lambda embeddings: self.build_losses(embeddings, aux_losses=None), chunk_size)
+          features['image'], model, optimizer, lambda embeddings: self.build_losses(embeddings, aux_losses=None),
+          chunk_size, preprocess=lambda chunk, index: self._augment_on_device(
+              chunk, self.task_config.train_data, seed=tf.random.experimental.stateless_fold_in(step_seed, index)))
       assert_finite_loss(loss)
       logged_terms.update(metrics, logs)
       return {self.loss: loss}
+
+    images = self._augment_on_device(features['image'], self.task_config.train_data)
 
     def loss_fn():
       outputs = model(images, training=True)

@@ -66,6 +66,21 @@ class GradientCacheTest(tf.test.TestCase):
     # Weights and batch norm moving statistics (updated once per chunk, pass 2 undone) agree.
     self._assert_same_state(cached, reference)
 
+  def test_preprocess_runs_per_chunk_and_identically_in_both_passes(self):
+    # A random per-chunk transform seeded by the chunk index (as the task's augmentation): pass 2 must see what
+    # pass 1 saw, or the cached embedding gradient would be pushed through different activations.
+    raw = _images()
+
+    def preprocess(chunk, index):
+      return chunk * tf.random.stateless_uniform(tf.shape(chunk), seed=[index, 9], minval=0.5, maxval=1.5)
+
+    cached = _model()
+    reference = _copy(cached)
+    gradient_cache.chunked_minimize(raw, cached, tf_keras.optimizers.SGD(0.5), _loss, _CHUNK, preprocess=preprocess)
+    inputs = tf.concat([preprocess(c, i) for i, c in enumerate(tf.split(raw, raw.shape[0] // _CHUNK))], axis=0)
+    _reference_step(inputs, reference, tf_keras.optimizers.SGD(0.5))
+    self._assert_same_state(cached, reference)
+
   def test_frozen_batch_norm_equals_the_unchunked_step(self):
     images = _images()
     cached = _model()
