@@ -276,7 +276,8 @@ def restore_backbone(backbone: tf_keras.Model, ckpt_dir_or_file: str, key: str =
 
   Args:
     backbone: the model's backbone, with its variables created (build the model first).
-    ckpt_dir_or_file: a training run's model_dir (latest checkpoint) or a checkpoint prefix.
+    ckpt_dir_or_file: a training run's model_dir (latest checkpoint), a checkpoint prefix, or a released
+      backbone's prefix or extracted folder.
     key: the config key the path came from, named in errors.
 
   Returns:

@@ -1,6 +1,7 @@
 """Tests of the strict backbone restore: exact values on a match, every bad variable listed otherwise."""
 import os
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tf_keras
@@ -131,6 +132,37 @@ class RestoreBackboneTest(tf.test.TestCase):
     os.makedirs(empty)
     with self.assertRaisesRegex(errors.UserInputError, 'folder without a checkpoint'):
       checkpoints.restore_backbone(classifier().backbone, empty)
+
+  def test_backbone_only_folder_without_bookkeeping_file(self):
+    source = pretrain_model()
+    randomize(source, seed=4)
+    folder = os.path.join(self.get_temp_dir(), 'release')
+    prefix = tf.train.Checkpoint(backbone=source.backbone).save(os.path.join(folder, 'release_backbone'))
+    os.remove(os.path.join(folder, 'checkpoint'))  # As an unpacked archive may be: only the checkpoint's files.
+    self.assertEqual(checkpoints.resolve_checkpoint(folder), prefix)
+    self.assertEqual(checkpoints.checkpoint_layout(prefix), checkpoints.LAYOUT_BACKBONE_ONLY)
+    trainer_prefix = save_like_model_garden(pretrain_model(), os.path.join(self.get_temp_dir(), 'run'))
+    self.assertEqual(checkpoints.checkpoint_layout(trainer_prefix), checkpoints.LAYOUT_TRAINER)
+    self.assertFalse(checkpoints.is_backbone_only(trainer_prefix))
+    self.assertFalse(checkpoints.is_backbone_only('/no/such/run'))
+    target = classifier()  # The default batch norm is the release's: restored without a warning.
+    self.assertEqual(checkpoints.batch_norm_settings(target.backbone), {(0.9, 1e-5)})
+    with self.assertLogs(logging.get_absl_logger(), 'INFO') as logs:
+      checkpoints.restore_backbone(target.backbone, folder)
+    self.assertEqual([line for line in logs.output if line.startswith('WARNING')], [])
+    for restored, expected in zip(target.backbone.variables, source.backbone.variables):
+      self.assertAllEqual(restored.numpy(), expected.numpy())
+    config = backbones.VideoClassifierModel(backbone=_backbone_config())
+    config.norm_activation.norm_epsilon = 1e-3
+    keras_epsilon = factory_3d.build_model('cvrl_classifier', _INPUT, config, num_classes=3)
+    with self.assertLogs(logging.get_absl_logger(), 'WARNING') as logs:
+      checkpoints.restore_backbone(keras_epsilon.backbone, folder)
+    self.assertTrue(any('epsilon 0.001 differs from the 1e-05' in line for line in logs.output), logs.output)
+    # A second checkpoint in the folder makes it ambiguous: the message lists both.
+    tf.train.Checkpoint(backbone=source.backbone).save(os.path.join(folder, 'other'))
+    os.remove(os.path.join(folder, 'checkpoint'))
+    with self.assertRaisesRegex(errors.UserInputError, r"several checkpoints .*\['other-1', 'release_backbone-1'\]"):
+      checkpoints.resolve_checkpoint(folder)
 
   def test_missing_path_is_rejected(self):
     with self.assertRaisesRegex(errors.UserInputError, r"task.init_checkpoint='/no/such/run': no such folder"):
