@@ -75,8 +75,14 @@ def chunked_minimize(images: tf.Tensor,
   loss_scaling = isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
 
   # Pass 1: embeddings only; nothing is recorded, so each chunk's activations are freed once it is embedded.
-  embeddings = tf.concat([tf.stop_gradient(tf.cast(model(chunk_inputs(i), training=True)[output_key], tf.float32))
-                          for i in range(num_chunks)], axis=0)
+  # In a graph the chunks do not depend on each other and TensorFlow would run them concurrently, holding every
+  # chunk's activations at once: control dependencies make each chunk wait for the previous one.
+  pieces = []
+  for index in range(num_chunks):
+    with tf.control_dependencies(pieces[-1:]):
+      outputs = model(chunk_inputs(index), training=True)[output_key]
+    pieces.append(tf.stop_gradient(tf.cast(outputs, tf.float32)))
+  embeddings = tf.concat(pieces, axis=0)
 
   # The loss and its gradient with respect to the embeddings (through the cross-replica gather, if any).
   with tf.GradientTape() as tape:
@@ -94,9 +100,11 @@ def chunked_minimize(images: tf.Tensor,
   variables = model.trainable_variables
   grads = [tf.zeros_like(v) for v in variables]
   for index in range(num_chunks):
-    chunk = chunk_inputs(index)
-    with tf.GradientTape() as tape:
-      outputs = tf.cast(model(chunk, training=True)[output_key], tf.float32)
+    # The next chunk's forward pass starts after this chunk's gradients exist (one chunk of activations alive).
+    with tf.control_dependencies(grads if index else [embedding_grads]):
+      chunk = chunk_inputs(index)
+      with tf.GradientTape() as tape:
+        outputs = tf.cast(model(chunk, training=True)[output_key], tf.float32)
     chunk_grads = tape.gradient(outputs, variables,
                                 output_gradients=embedding_grads[index * chunk_size:(index + 1) * chunk_size],
                                 unconnected_gradients=tf.UnconnectedGradients.ZERO)
