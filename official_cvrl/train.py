@@ -13,6 +13,9 @@ unchanged):
 - `--params_override` values may contain `{split}` / `{label_percent}` placeholders unquoted, and several
   `--params_override` flags are merged in order (absl alone keeps only the last);
 - the metrics of each logging step are printed on the `train | step ...` line itself;
+- `--cpu_devices=N` gives `runtime.distribution_strategy=mirrored` N CPU replicas, `runtime.num_gpus` above the
+  visible GPUs is an error line instead of a hang, and non-chief workers of a multi-worker run remove their
+  checkpoint copies, resume from the chief's checkpoint and write no summaries (see `utils.distribution`);
 - the `failed call to cuInit` error of machines without a GPU is not shown (see `utils.quiet_logs`).
 
 The flags are defined when this module is imported, so a project of its own can register more tasks and
@@ -48,6 +51,7 @@ from official.vision import train as vision_train
 
 from official_cvrl import registry_imports  # pylint: disable=unused-import
 from official_cvrl.configs import overrides
+from official_cvrl.utils import distribution
 from official_cvrl.utils import errors
 from official_cvrl.utils import input_files
 from official_cvrl.utils import metrics_format
@@ -67,6 +71,11 @@ def define_flags() -> None:
     flags.DEFINE_integer(
         'seed', None, 'Global random seed (model initialisation, augmentation and shuffling); unset = random. '
         'Used to repeat a run, or to measure the spread over seeds.')
+  if 'cpu_devices' not in FLAGS:
+    flags.DEFINE_integer(
+        'cpu_devices', 1, 'Split the CPU into this many logical devices; with runtime.distribution_strategy='
+        'mirrored and runtime.num_gpus=0 each is a data-parallel replica (cross-replica negatives, synchronized '
+        'batch norm), to try multi-replica training without accelerators. See README, "Scaling out".')
 
 
 define_flags()
@@ -120,12 +129,20 @@ def main(argv):
     _fail(f'{", ".join(missing)} must be given (e.g. --experiment=cvrl_pretrain_demo --mode=train_and_eval '
           '--model_dir=demo_output/pretrain); see README, "Pretraining".')
   params = check_configuration(FLAGS)
+  try:
+    # Before anything is built: Model Garden would mirror over GPUs that do not exist and hang.
+    distribution.check_devices(params.runtime.distribution_strategy, params.runtime.num_gpus, FLAGS.cpu_devices)
+    if FLAGS.cpu_devices > 1:
+      distribution.split_cpu(FLAGS.cpu_devices)
+  except errors.UserInputError as e:
+    _fail(str(e))
   if FLAGS.seed is not None:
     tf_keras.utils.set_random_seed(FLAGS.seed)
   # Orbit prints each step's metrics as a multi-line dict after `output:`; keep them on the step's line.
   orbit_controller._format_output = metrics_format.format_metrics  # pylint: disable=protected-access
   try:
-    vision_train.main(argv)
+    with distribution.model_garden_patched(FLAGS.cpu_devices):
+      vision_train.main(argv)
   except errors.UserInputError as e:
     _fail(_message(e))
   except tf.errors.DataLossError as e:  # A record damaged past the pre-run header check; the error names no file.
