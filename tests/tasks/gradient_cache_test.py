@@ -81,6 +81,17 @@ class GradientCacheTest(tf.test.TestCase):
     _reference_step(inputs, reference, tf_keras.optimizers.SGD(0.5))
     self._assert_same_state(cached, reference)
 
+  def test_loss_scale_optimizer_gives_the_same_update(self):
+    # Mixed float16 wraps the optimizer: the embedding gradient and the weight gradients are scaled and unscaled.
+    images = _images()
+    cached = _model()
+    reference = _copy(cached)
+    optimizer = tf_keras.mixed_precision.LossScaleOptimizer(tf_keras.optimizers.SGD(0.5), dynamic=False,
+                                                            initial_scale=1024.0)
+    gradient_cache.chunked_minimize(images, cached, optimizer, _loss, _CHUNK)
+    _reference_step(images, reference, tf_keras.optimizers.SGD(0.5))
+    self._assert_same_state(cached, reference)
+
   def test_frozen_batch_norm_equals_the_unchunked_step(self):
     images = _images()
     cached = _model()
