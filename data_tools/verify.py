@@ -7,8 +7,9 @@ JPEG frames of a few sampled videos. Exits with status 1, naming the file (and r
 our tasks read: no matching files, a file that is not a TFRecord, a record that is not a tf.train.SequenceExample
 or lacks `image/encoded`, a file that ends inside a record (also inside a record header, which TensorFlow's reader
 skips silently), a video with zero frames, undecodable frames, sizes that disagree with the stored
-height/width, a class index outside the label map, or no records at all. Empty shards are only a warning (a
-shard whose inputs all failed conversion is written empty so the set stays complete).
+height/width, a class index outside the label map, a shard set `<prefix>-SSSSS-of-NNNNN.tfrecord` with shards
+missing (what an interrupted distributed conversion or copy leaves), or no records at all. Empty shards are only a
+warning (a shard whose inputs all failed conversion is written empty so the set stays complete).
 """
 
 import argparse
@@ -167,6 +168,32 @@ def _decode_check(where: str, example: tf.train.SequenceExample, stats: Stats) -
     stats.decoded_videos += 1
 
 
+_SHARD = re.compile(r'^(?P<prefix>.*)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$')
+
+
+def missing_shards(files: Sequence[str]) -> List[str]:
+  """One error per shard set `<prefix>-SSSSS-of-NNNNN.tfrecord` of `files` that lacks some of its N shards.
+
+  A distributed conversion that lost a worker, or a copy that stopped half-way, leaves such a set: every present
+  shard reads fine, and training would silently see part of the dataset. Shards absent from `files` but present
+  on disk (a glob that selects part of a set on purpose) are not missing.
+  """
+  sets = collections.defaultdict(set)
+  for path in files:
+    match = _SHARD.match(path)
+    if match:
+      sets[(match['prefix'], int(match['count']))].add(int(match['index']))
+  problems = []
+  for (prefix, count), indices in sorted(sets.items()):
+    missing = [i for i in range(count) if i not in indices and
+               not tf.io.gfile.exists(f'{prefix}-{i:05d}-of-{count:05d}.tfrecord')]
+    if missing:
+      names = ', '.join(f'{i:05d}' for i in missing[:5]) + (', ...' if len(missing) > 5 else '')
+      problems.append(f'{prefix}-*-of-{count:05d}.tfrecord: {len(missing)} of {count} shards are missing '
+                      f'({names}). Re-run the same data_tools.convert command: it converts the missing shards only.')
+  return problems
+
+
 def verify(file_pattern: str, label_map_path: Optional[str] = None, num_decode: int = 4,
            seed: int = 0) -> Stats:
   """Reads every record of a TFRecord set and checks it.
@@ -188,6 +215,7 @@ def verify(file_pattern: str, label_map_path: Optional[str] = None, num_decode: 
     raise VerifyError(f'No files match {file_pattern!r}. Check the path (quote the glob so the shell keeps it).')
   labels = label_map_lib.read(label_map_path) if label_map_path else None
   stats = Stats(files=files)
+  stats.errors.extend(missing_shards(files))
   counters = collections.defaultdict(collections.Counter)
   rng = random.Random(seed)
   sample = []  # Reservoir of (where, example) to decode.

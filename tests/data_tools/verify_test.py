@@ -103,6 +103,20 @@ class VerifyTest(tf.test.TestCase):
     with self.assertRaisesRegex(verify.VerifyError, 'No files match'):
       verify.verify(os.path.join(self.directory, 'absent-*.tfrecord'))
 
+  def test_rejects_a_shard_set_with_missing_shards(self):
+    for index in (0, 2):
+      _write(os.path.join(self.directory, f'train-{index:05d}-of-00004.tfrecord'), [_video(f'v{index}', 'a')])
+    # Shard 00001 exists but the glob leaves it out on purpose: not missing. 00003 is nowhere.
+    _write(os.path.join(self.directory, 'train-00001-of-00004.tfrecord'), [_video('v1', 'b')])
+    pattern = os.path.join(self.directory, 'train-0000[023]-of-*.tfrecord')
+    expected = (f'{os.path.join(self.directory, "train")}-*-of-00004.tfrecord: 1 of 4 shards are missing (00003). '
+                'Re-run the same data_tools.convert command: it converts the missing shards only.')
+    with self.assertRaises(verify.VerifyError) as raised:
+      verify.verify(pattern)
+    self.assertEqual(str(raised.exception), expected)
+    _write(os.path.join(self.directory, 'train-00003-of-00004.tfrecord'), [_video('v3', 'b')])
+    self.assertEqual(verify.verify(pattern).num_videos, 3)
+
 
 if __name__ == '__main__':
   tf.test.main()
