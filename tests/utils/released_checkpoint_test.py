@@ -5,7 +5,9 @@ of Model Garden's own `resnet_3d` in the CVRL configuration, trained with batch 
 Here Model Garden's backbone is built in that configuration, every variable (batch norm moving statistics
 included) is randomised and saved in the released layout; the evaluation experiments' `task.initialize()` and the
 export + feature-extraction CLIs must then give Model Garden's own features on the same clips, to 1e-5 relative
-in float32. Negative checks show the comparison would catch the old epsilon (1e-3) or a swapped statistic.
+in float32. Negative checks show the comparison would catch the old epsilon (1e-3) or a swapped statistic. The
+export and extraction CLIs are checked in tests/serving/released_checkpoint_export_test.py (a separate file, so
+the suite's parallel runner can take the two R3D-50 halves at once).
 """
 import os
 
@@ -19,15 +21,12 @@ from official.core import exp_factory
 from official.core import task_factory
 from official.vision.modeling.backbones import resnet_3d
 
-from data_tools import sequence_example
-from official_cvrl import extract_features
 from official_cvrl import registry_imports  # pylint: disable=unused-import  (registers experiments and tasks)
 from official_cvrl.serving import export_module
-from official_cvrl.serving import export_saved_model
 from official_cvrl.utils import checkpoints
 
-_RELEASE = 'r3d_1x_k400_800ep'
-_TOLERANCE = 1e-5
+RELEASE = 'r3d_1x_k400_800ep'
+TOLERANCE = 1e-5
 
 
 def model_garden_cvrl_backbone() -> tf_keras.Model:
@@ -62,6 +61,19 @@ def randomize(model: tf_keras.Model, seed: int = 0) -> None:
     variable.assign(value.astype(np.float32))
 
 
+def save_release(root: str):
+  """(Model Garden backbone, folder, prefix) of a randomised backbone saved as `<root>/<name>/<name>_backbone-1`.
+
+  The folder keeps no "checkpoint" bookkeeping file, as an unpacked archive need not: it must resolve without it.
+  """
+  model_garden = model_garden_cvrl_backbone()
+  randomize(model_garden)
+  folder = os.path.join(root, RELEASE)
+  prefix = tf.train.Checkpoint(backbone=model_garden).save(os.path.join(folder, f'{RELEASE}_backbone'))
+  os.remove(os.path.join(folder, 'checkpoint'))
+  return model_garden, folder, prefix
+
+
 def relative_error(actual, expected) -> float:
   return float(np.linalg.norm(np.asarray(actual, np.float64) - expected) / np.linalg.norm(expected))
 
@@ -82,12 +94,7 @@ class ReleasedCheckpointTest(parameterized.TestCase, tf.test.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.root = tf.compat.v1.test.get_temp_dir()
-    cls.model_garden = model_garden_cvrl_backbone()
-    randomize(cls.model_garden)
-    cls.folder = os.path.join(cls.root, _RELEASE)
-    cls.prefix = tf.train.Checkpoint(backbone=cls.model_garden).save(os.path.join(cls.folder, f'{_RELEASE}_backbone'))
-    # The tarball's folder need not have the "checkpoint" bookkeeping file: the folder must resolve without it.
-    os.remove(os.path.join(cls.folder, 'checkpoint'))
+    cls.model_garden, cls.folder, cls.prefix = save_release(cls.root)
     rng = np.random.default_rng(1)
     cls.clip_32 = rng.integers(0, 256, [1, 32, 256, 256, 3], dtype=np.uint8)
     cls.expected_32 = pooled(cls.model_garden, cls.clip_32)
@@ -105,7 +112,7 @@ class ReleasedCheckpointTest(parameterized.TestCase, tf.test.TestCase):
     return task, model
 
   def test_released_layout_is_recognised(self):
-    self.assertEqual(self.prefix, os.path.join(self.folder, f'{_RELEASE}_backbone-1'))
+    self.assertEqual(self.prefix, os.path.join(self.folder, f'{RELEASE}_backbone-1'))
     self.assertEqual(checkpoints.resolve_checkpoint(self.folder), self.prefix)
     self.assertEqual(checkpoints.checkpoint_layout(self.prefix), checkpoints.LAYOUT_BACKBONE_ONLY)
     self.assertTrue(checkpoints.is_backbone_only(self.folder))
@@ -116,7 +123,7 @@ class ReleasedCheckpointTest(parameterized.TestCase, tf.test.TestCase):
       task.initialize(model)
     self.assertTrue(any('backbone-only' in line and 'epsilon 1e-05' in line for line in logs.output), logs.output)
     features = export_module.feature_extractor(model)(tf.cast(self.clip_32, tf.float32) / 255.0, training=False)
-    self.assertLess(relative_error(features[export_module.FEATURES], self.expected_32), _TOLERANCE)
+    self.assertLess(relative_error(features[export_module.FEATURES], self.expected_32), TOLERANCE)
 
     # Negative check: a swapped statistic (moving mean <-> variance of one batch norm) is far outside tolerance.
     norm = model.backbone.get_layer('stem_bn')
@@ -124,7 +131,7 @@ class ReleasedCheckpointTest(parameterized.TestCase, tf.test.TestCase):
     norm.moving_mean.assign(variance)
     norm.moving_variance.assign(mean ** 2 + 0.05)  # Kept positive; still the wrong statistic.
     swapped = export_module.feature_extractor(model)(tf.cast(self.clip_32, tf.float32) / 255.0, training=False)
-    self.assertGreater(relative_error(swapped[export_module.FEATURES], self.expected_32), 100 * _TOLERANCE)
+    self.assertGreater(relative_error(swapped[export_module.FEATURES], self.expected_32), 100 * TOLERANCE)
 
   def test_old_epsilon_fails_the_comparison_and_is_warned_about(self):
     task, model = self._task_and_model('cvrl_linear_eval_kinetics400', self.folder, norm_epsilon=1e-3)
@@ -132,7 +139,7 @@ class ReleasedCheckpointTest(parameterized.TestCase, tf.test.TestCase):
       task.initialize(model)
     self.assertTrue(any('differs from the 1e-05' in line for line in logs.output), logs.output)
     features = export_module.feature_extractor(model)(tf.cast(self.clip_32, tf.float32) / 255.0, training=False)
-    self.assertGreater(relative_error(features[export_module.FEATURES], self.expected_32), 100 * _TOLERANCE)
+    self.assertGreater(relative_error(features[export_module.FEATURES], self.expected_32), 100 * TOLERANCE)
 
   @parameterized.parameters('cvrl_linear_eval_ucf101', 'cvrl_semi_supervised_kinetics400', 'cvrl_action_detection_ava')
   def test_every_evaluation_experiment_restores_the_release(self, experiment):
@@ -142,37 +149,6 @@ class ReleasedCheckpointTest(parameterized.TestCase, tf.test.TestCase):
     # The restored values are Model Garden's, variable for variable (each randomised value is distinct, so equal
     # per-variable checksums mean equal variables; listing orders differ once a backbone is frozen).
     self.assertEqual(_checksums(model.backbone), _checksums(self.model_garden))
-
-  def test_export_and_feature_extraction_give_model_garden_features_at_16x224(self):
-    override = ('{task: {train_data: {feature_shape: [16, 224, 224, 3]}, validation_data: {feature_shape: '
-                '[16, 224, 224, 3], num_test_clips: 1, num_test_crops: 1}}}')
-    version = export_saved_model.run_export('cvrl_linear_eval_kinetics400', self.folder,
-                                            os.path.join(self.root, 'export'), params_override=override)
-    embedder = extract_features.Embedder(version)
-    self.assertEqual((embedder.num_frames, embedder.crop_size), (16, 224))
-
-    # serve_video_clips, as extract_features calls it: Model Garden's features of the same clip.
-    rng = np.random.default_rng(2)
-    clip = rng.integers(0, 256, [1, 16, 224, 224, 3], dtype=np.uint8)
-    outputs = embedder(clip[:, np.newaxis])
-    self.assertEqual(set(outputs), {export_module.FEATURES, export_module.NORMALIZED_FEATURES})  # No random head.
-    self.assertLess(relative_error(outputs[export_module.FEATURES], pooled(self.model_garden, clip)), _TOLERANCE)
-
-    # The extraction CLI on a TFRecord video: the clip it samples, through Model Garden, gives its features.
-    frames = rng.integers(0, 256, [31, 224, 224, 3], dtype=np.uint8)
-    record = sequence_example.make_sequence_example(
-        [sequence_example.encode_jpeg(frame) for frame in frames], video_id='v0', height=224, width=224, fps=25.0,
-        source_fps=25.0, label_indices=[3]).SerializeToString()
-    records = os.path.join(self.root, 'videos.tfrecord')
-    with tf.io.TFRecordWriter(records) as writer:
-      writer.write(record)
-    output = os.path.join(self.root, 'features.npz')
-    self.assertEqual(extract_features.run(version, records, output, input_format='tfrecord',
-                                          progress_interval=0), 1)
-    sampled = export_module.sample_clips_from_example(tf.constant(record), 1, 16, 2, 224)['clips'].numpy()
-    with np.load(output) as data:
-      self.assertEqual(list(data['labels']), [3])
-      self.assertLess(relative_error(data[export_module.FEATURES], pooled(self.model_garden, sampled)), _TOLERANCE)
 
 
 if __name__ == '__main__':
