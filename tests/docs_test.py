@@ -27,8 +27,10 @@ Which paths must agree (`test_docs_write_what_experiments_and_commands_read`, no
   folder names exactly, so `data/k400_train_1pct` against `<root>/kinetics400_train_{label_percent}pct/` fails.
   Paths that hold a shell variable (`$R/...`) are not checked.
 
-Time: the two chains run side by side (2 CPUs), about 3-5 minutes in all on the 2-core development machine; most of
-it is TensorFlow start-up and graph building of the few-step training runs.
+Time: the chains run side by side. The run takes about 5.4 CPU-minutes (18 blocks, ~40 processes; measured
+2026-11-30), most of it TensorFlow start-up in each process and graph building of the five few-step training runs:
+about 3-4 minutes of wall time on the idle 2-core development machine, much longer when other jobs load it (17
+minutes at a load average of 10). The block timings are printed (`pytest -s`).
 """
 
 import collections
@@ -47,7 +49,6 @@ import time
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from absl.testing import absltest
-from absl.testing import parameterized
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -124,9 +125,15 @@ def split_commands(lines: Sequence[str]) -> List[str]:
 
 
 def parse_doc(doc: str) -> Tuple[List[Block], List[str]]:
-  """The shell blocks of `doc` and the problems found (unlabelled command blocks, empty reasons, open fences)."""
+  """The shell blocks of `doc` (relative to the repository root) and the problems found."""
   with open(os.path.join(_REPO_ROOT, doc)) as f:
-    lines = f.read().split('\n')
+    return parse_markdown(doc, f.read())
+
+
+def parse_markdown(doc: str, text: str) -> Tuple[List[Block], List[str]]:
+  """The shell blocks of a Markdown text and the problems found (unlabelled command blocks, empty reasons, open
+  fences); `doc` names it in messages."""
+  lines = text.split('\n')
   blocks, problems = [], []
   i = 0
   while i < len(lines):
@@ -145,10 +152,9 @@ def parse_doc(doc: str) -> Tuple[List[Block], List[str]]:
     marker = _NOT_RUN.match(previous)
     if marker and not marker.group(1):
       problems.append(f'{doc}:{i + 1}: the not-run marker gives no reason: <!-- not-run: <why> -->.')
-    if label in _SHELL_LABELS:
-      shell_lines = [l[2:] if l.lstrip().startswith('$ ') else l for l in body] if label == 'console' else body
-      commands = split_commands(shell_lines)
-    else:
+    if label in _SHELL_LABELS and label != 'console':
+      commands = split_commands(body)
+    else:  # A console transcript or another language: only `$ ` lines are commands.
       commands = [l.lstrip()[2:] for l in body if l.lstrip().startswith('$ ')]
       if not label and not commands and any(_LOOKS_LIKE_A_COMMAND.match(l) for l in body):
         problems.append(f'{doc}:{i + 1}: an unlabelled code block holds commands: label it ```bash (then run or '
@@ -182,8 +188,6 @@ SUBSTITUTIONS = (
      'a few steps of batch 4 instead of hundreds of batch 64 (SMOKE_CONFIG)'),
     (r'(python -m data_tools\.synthetic_detection --output_dir[^\n]*)', r'\1 --num_train=8 --num_val=8',
      '128 / 512 detection keyframes -> 8 / 8'),
-    (r'(python -m data_tools\.synthetic_detection --format=ava_movies[^\n]*)',
-     r'\1 --num_train_movies=1 --num_val_movies=1 --seconds_per_movie=4', '8 + 4 movies of 16 s -> 1 + 1 of 4 s'),
 )
 
 # Appended by the official_cvrl.train substitution (a later --config_file overrides earlier ones; --params_override
@@ -211,7 +215,8 @@ def substitute(command: str, work: str) -> str:
 
 
 # A step selects every block whose text (whitespace-normalised) contains it; a block runs once, whole. FIRST makes
-# the demo data and the pretrained demo model every later step starts from; then the two chains run side by side.
+# the demo data and the pretrained demo model every later step starts from; then the chains run side by side (their
+# processes are mostly single-threaded start-up, so three share two CPUs well).
 FIRST = (
     'python -m data_tools.demo_dataset --output_dir=demo_output/raw_videos',  # data_preparation.md
     'python -m official_cvrl.train --experiment=cvrl_pretrain_demo --mode=train_and_eval',  # README
@@ -224,7 +229,9 @@ CHAINS = {
         '--input_format=class_folders --output=demo_output/embeddings/test.npz --num_clips=4',  # README, serving.md
         '--input=my_videos/ --output=my_embeddings.npz',  # serving.md: the three kinds of input
         '--database=demo_output/embeddings/train.npz --k=5',  # serving.md: retrieval
-        'python -m data_tools.synthetic_detection --format=ava_movies',  # action_detection.md: AVA layout
+    ),
+    'detection': (
+        'python -m data_tools.synthetic_detection --output_dir demo_output/detection_tfrecords',  # action_detection
     ),
     'datasets, then detection': (
         'python -m data_tools.convert --source=kinetics --split=train',  # README
@@ -237,7 +244,6 @@ CHAINS = {
         '--source folder --input_dir my_videos/train',
         '--source list --input_list my_footage.txt',
         "python -m data_tools.verify --input 'demo_output/tfrecords/train-*.tfrecord'",
-        'python -m data_tools.synthetic_detection --output_dir demo_output/detection_tfrecords',  # action_detection
     ),
 }
 
@@ -530,7 +536,7 @@ def path_problems(blocks: Sequence[Block], experiments: Dict[str, List[Tuple[str
 # Tests.
 
 
-class DocsTest(parameterized.TestCase):
+class DocsTest(absltest.TestCase):
 
   @classmethod
   def setUpClass(cls):
@@ -539,6 +545,42 @@ class DocsTest(parameterized.TestCase):
 
   def test_blocks_are_labelled_and_markers_give_reasons(self):
     self.assertEmpty(self.problems, '\n'.join(self.problems))
+
+  def test_extraction_rules(self):
+    blocks, problems = parse_markdown('x.md', '\n'.join([
+        'Text with `python -m inline` code.',
+        '```bash',
+        '# a comment',
+        'python -m a --b=1 \\',
+        '    --c 2   # explained',
+        'for s in train val; do',
+        '  python -m d --split $s',
+        'done',
+        '```',
+        '<!-- not-run: needs a TPU -->',
+        '',
+        '```sh',
+        'python -m e',
+        '```',
+        '```console',
+        '$ python -m f',
+        'output line',
+        '```',
+        '```',
+        'python -m g',
+        '```',
+        '<!-- not-run: -->',
+        '```python',
+        'print(1)',
+        '```']))
+    self.assertEqual([(b.line, b.commands, b.not_run) for b in blocks], [
+        (2, ['python -m a --b=1 --c 2   # explained', 'for s in train val; do\npython -m d --split $s\ndone'], None),
+        (12, ['python -m e'], 'needs a TPU'),
+        (15, ['python -m f'], None)])
+    self.assertEqual(problems, [
+        'x.md:19: an unlabelled code block holds commands: label it ```bash (then run or mark it).',
+        'x.md:23: the not-run marker gives no reason: <!-- not-run: <why> -->.'])
+    self.assertEqual(_expand_loops(blocks[0].commands[1]), ['python -m d --split train', 'python -m d --split val'])
 
   def test_every_block_is_run_or_marked(self):
     steps = list(FIRST) + [step for chain in CHAINS.values() for step in chain]
