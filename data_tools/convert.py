@@ -2,9 +2,10 @@ r"""Converts raw videos into sharded TFRecord SequenceExamples with an Apache Be
 
 Examples (see docs/data_preparation.md for every dataset kind and for running on Dataflow/Flink/Spark):
 
-  python -m data_tools.convert --source folder --input_dir demo/train --split train --output_dir data/demo
-  python -m data_tools.convert --source kinetics --annotations k400/annotations/train.csv \
-      --video_dir k400/train --split train --output_dir data/k400
+  python -m data_tools.convert --source folder --input_dir demo_output/raw_videos/train --split train \
+      --output_dir demo_output/tfrecords --short_side 0
+  python -m data_tools.convert --source kinetics --annotations kinetics400/annotations/train.csv \
+      --video_dir kinetics400/train --split train --output_dir data/kinetics400
 
 Every input gets a line in `<output_dir>/report_<split>.jsonl`; the command exits with status 1 when the fraction
 of failed inputs exceeds --max_failure_fraction. A video that decodes to less than its container declares (an
