@@ -1,7 +1,8 @@
 r"""Video retrieval (R@1, 5, 10, 20, 50) of an exported backbone on UCF-101 / HMDB-51, per split and mean.
 
   python -m official_cvrl.evaluate_retrieval --saved_model_dir=exports/r3d_1x_k400_800ep \
-      --train_input='gs://bucket/ucf101_split{split}/train-*' --test_input='gs://bucket/ucf101_split{split}/test-*' \
+      --train_input='gs://YOUR_BUCKET/ucf101_split{split}/train-*' \
+      --test_input='gs://YOUR_BUCKET/ucf101_split{split}/test-*' \
       --splits=1,2,3 --output_dir=retrieval/ucf101
 
 The protocol: every test video is a query; its features are the backbone's pooled features averaged over
@@ -135,16 +136,16 @@ def evaluate(train_input: str, test_input: str, output_dir: str, splits: Sequenc
   """
   if not ks or min(ks) < 1:
     raise errors.UserInputError(f'--ks must be positive integers, got {list(ks)}.')
+  # Every path is checked before anything is written.
+  inputs = [(split, _split_path(train_input, split, '--train_input'), _split_path(test_input, split, '--test_input'))
+            for split in splits]
   results = []
-  for split in splits:
-    folder = os.path.join(output_dir, 'all' if split is None else f'split{split}')
-    tf.io.gfile.makedirs(folder)
-    gallery, gallery_labels = features_for(_split_path(train_input, split, '--train_input'),
-                                           os.path.join(folder, 'train.npz'), saved_model_dir, input_format,
-                                           num_clips, num_crops, batch_size)
-    queries, query_labels = features_for(_split_path(test_input, split, '--test_input'),
-                                         os.path.join(folder, 'test.npz'), saved_model_dir, input_format,
-                                         num_clips, num_crops, batch_size)
+  for split, split_train, split_test in inputs:
+    folder = os.path.join(output_dir, 'all' if split is None else f'split{split}')  # extract_features makes it.
+    gallery, gallery_labels = features_for(split_train, os.path.join(folder, 'train.npz'), saved_model_dir,
+                                           input_format, num_clips, num_crops, batch_size)
+    queries, query_labels = features_for(split_test, os.path.join(folder, 'test.npz'), saved_model_dir,
+                                         input_format, num_clips, num_crops, batch_size)
     if queries.shape[1] != gallery.shape[1]:
       raise errors.UserInputError(f'split {split}: test features have {queries.shape[1]} dimensions, training '
                                   f'features {gallery.shape[1]}; extract both with the same SavedModel.')
@@ -176,6 +177,7 @@ def write_results(results: Sequence[SplitRecall], output_dir: str) -> str:
   payload = {'splits': [{'split': r.split, 'num_queries': r.num_queries, 'num_gallery': r.num_gallery,
                          'recall': {str(k): v for k, v in r.recall.items()}} for r in results],
              'mean': {str(k): v for k, v in mean_recall(results).items()}}
+  tf.io.gfile.makedirs(output_dir)
   path = os.path.join(output_dir, RESULTS_FILE)
   temporary = f'{path}.tmp-{os.getpid()}'
   with tf.io.gfile.GFile(temporary, 'w') as f:

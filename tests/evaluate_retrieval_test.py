@@ -91,6 +91,7 @@ class EvaluateRetrievalTest(tf.test.TestCase):
                                   [None])
     with self.assertRaisesRegex(errors.UserInputError, r'set --saved_model_dir'):
       evaluate_retrieval.evaluate('train-*', 'test-*', os.path.join(root, 'fresh'), [None])
+    self.assertFalse(os.path.exists(os.path.join(root, 'fresh')))  # Nothing half-written.
     process = subprocess.run(
         [sys.executable, '-m', 'official_cvrl.evaluate_retrieval', '--train_input=a-*', '--test_input=b-*',
          f'--output_dir={root}', '--splits=1'], capture_output=True, text=True, check=False,
