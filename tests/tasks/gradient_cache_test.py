@@ -43,6 +43,14 @@ def _reference_step(images, model, optimizer):
   return optimization_step.minimize(loss_fn, model, optimizer)
 
 
+def _ordinary_step(images, model, optimizer):
+  """The plain step: the whole batch through the model at once (batch norm over all rows)."""
+  def loss_fn():
+    loss, logs = _loss(model(images, training=True)['projection'])
+    return loss + tf.add_n(model.losses), logs
+  return optimization_step.minimize(loss_fn, model, optimizer)
+
+
 def _images(rows=16, seed=1):
   return tf.constant(np.random.default_rng(seed).normal(size=(rows, 5)), tf.float32)
 
@@ -101,12 +109,8 @@ class GradientCacheTest(tf.test.TestCase):
         if isinstance(layer, tf_keras.layers.BatchNormalization):
           layer.trainable = False  # Inference-mode batch norm: chunks no longer interact.
 
-    def plain_loss():
-      loss, logs = _loss(plain(images, training=True)['projection'])
-      return loss + tf.add_n(plain.losses), logs
-
     loss, _ = gradient_cache.chunked_minimize(images, cached, tf_keras.optimizers.SGD(0.5), _loss, _CHUNK)
-    expected_loss, _ = optimization_step.minimize(plain_loss, plain, tf_keras.optimizers.SGD(0.5))
+    expected_loss, _ = _ordinary_step(images, plain, tf_keras.optimizers.SGD(0.5))
     self.assertAllClose(loss, expected_loss, rtol=1e-6)
     self._assert_same_state(cached, plain)
 
@@ -114,13 +118,8 @@ class GradientCacheTest(tf.test.TestCase):
     images = _images()
     cached = _model()
     plain = _copy(cached)
-
-    def plain_loss():
-      loss, logs = _loss(plain(images, training=True)['projection'])
-      return loss + tf.add_n(plain.losses), logs
-
     gradient_cache.chunked_minimize(images, cached, tf_keras.optimizers.SGD(0.5), _loss, images.shape[0])
-    optimization_step.minimize(plain_loss, plain, tf_keras.optimizers.SGD(0.5))
+    _ordinary_step(images, plain, tf_keras.optimizers.SGD(0.5))
     self._assert_same_state(cached, plain)
 
   def test_xla_compiled_step(self):
