@@ -53,8 +53,7 @@ def _block_top(similarities: np.ndarray, indices: np.ndarray, k: int) -> Tuple[n
   tied = similarities == threshold
   needed = k - above.sum(axis=1, keepdims=True)
   keep = above | (tied & (np.cumsum(tied, axis=1) <= needed))
-  rows, columns = np.nonzero(keep)  # Row-major: exactly k columns per row, in column order.
-  del rows
+  _, columns = np.nonzero(keep)  # Row-major: exactly k columns per row, in column order.
   columns = columns.reshape(len(similarities), k)
   return np.take_along_axis(similarities, columns, axis=1), np.take_along_axis(indices, columns, axis=1)
 
