@@ -27,9 +27,9 @@ Which paths must agree (`test_docs_write_what_experiments_and_commands_read`, no
   folder names exactly, so `data/k400_train_1pct` against `<root>/kinetics400_train_{label_percent}pct/` fails.
   Paths that hold a shell variable (`$R/...`) are not checked.
 
-Time: the chains run side by side. The run takes about 5.4 CPU-minutes (18 blocks, ~40 processes; measured
+Time: the chains run side by side. The whole file takes about 6 CPU-minutes (19 blocks, ~40 processes; measured
 2026-11-30), most of it TensorFlow start-up in each process and graph building of the five few-step training runs:
-about 3-4 minutes of wall time on the idle 2-core development machine, much longer when other jobs load it (17
+about 3-4 minutes of wall time on the idle 2-core development machine, much longer when other jobs load it (13-17
 minutes at a load average of 10). The block timings are printed (`pytest -s`).
 """
 
@@ -321,7 +321,11 @@ def make_workdir(work: str) -> None:
 
 
 class Runner:
-  """Runs selected doc blocks in one scratch folder; a `python -m` command runs once, however often documented."""
+  """Runs selected doc blocks in one scratch folder; a `python -m` command runs once, however often documented.
+
+  A repeated command is skipped as soon as its first copy is scheduled, so blocks that repeat one another belong
+  to the same chain (which runs in order).
+  """
 
   def __init__(self, work: str, blocks: Sequence[Block]):
     self.work = work
@@ -364,7 +368,7 @@ class Runner:
     _write(script, 'set -eo pipefail\n' + '\n'.join(commands) + '\n')
     started = time.monotonic()
     process = subprocess.run(['bash', script], cwd=self.work, env=self.env, capture_output=True, text=True,
-                             timeout=900, check=False)
+                             timeout=1800, check=False)
     self.timings[block.where] = time.monotonic() - started
     _write(os.path.join(self.work, 'logs', f'{name}.log'), process.stdout + process.stderr)
     if process.returncode:
