@@ -118,6 +118,20 @@ class ContrastiveLosses(hyperparams.Config):
 
 
 @dataclasses.dataclass
+class KnnMonitor(hyperparams.Config):
+  """Weighted kNN top-1 of the validation videos' backbone features at each evaluation (`evaluation.knn_monitor`).
+
+  Leave-one-out among the labelled validation videos (the first clip of each pair, as the validation pipeline
+  draws it), votes exp(cos / temperature) over the k nearest. It uses labels: a monitor of pretraining, not a
+  result (the linear evaluation is). Off by default: Kinetics' validation set is large and its labels are not
+  needed to pretrain; the demo turns it on.
+  """
+  enabled: bool = False
+  k: int = 20
+  temperature: float = 0.07
+
+
+@dataclasses.dataclass
 class CVRLPretrainTask(cfg.TaskConfig):
   """The pretraining task."""
   model: backbones.CVRLModel = dataclasses.field(default_factory=backbones.CVRLModel)
@@ -129,6 +143,7 @@ class CVRLPretrainTask(cfg.TaskConfig):
   # per chunk, so memory follows the chunk while the loss still sees the whole batch. Equals the unchunked step
   # with batch norm statistics per chunk (ghost batch norm); must divide rho * per-replica batch.
   gradient_chunk_size: int = 0
+  knn_monitor: KnnMonitor = dataclasses.field(default_factory=KnnMonitor)
 
   def validate(self):
     self.train_data.validate('task.train_data')
@@ -137,6 +152,9 @@ class CVRLPretrainTask(cfg.TaskConfig):
       raise ValueError(f'task.validation_data.num_clips={self.validation_data.num_clips} differs from '
                        f'task.train_data.num_clips={self.train_data.num_clips}: the validation loss uses the '
                        'training loss, so set both to the same number of clips per video.')
+    if self.knn_monitor.k < 1 or not self.knn_monitor.temperature > 0:
+      raise ValueError(f'task.knn_monitor needs k >= 1 and temperature > 0, got k={self.knn_monitor.k}, '
+                       f'temperature={self.knn_monitor.temperature}.')
     if self.gradient_chunk_size < 0:
       raise ValueError(f'task.gradient_chunk_size must be >= 0 (0 = off), got {self.gradient_chunk_size}.')
     rows = self.train_data.num_clips * self.train_data.global_batch_size
@@ -322,6 +340,7 @@ def cvrl_pretrain_demo() -> cfg.ExperimentConfig:
       projection_head=backbones.ProjectionHead(num_hidden_layers=2))
   config.task.train_data = demo_data(DEMO_DATASET.train_pattern, True, batch_size)
   config.task.validation_data = demo_data(DEMO_DATASET.validation_pattern, False, batch_size)
+  config.task.knn_monitor = KnnMonitor(enabled=True)  # The demo's validation videos are labelled.
   config.runtime.mixed_precision_dtype = 'float32'
   config.trainer = cfg.TrainerConfig(
       train_steps=train_steps,

@@ -6,6 +6,7 @@ on-device colour augmentation from `ops.color_augment` and the loss from `losses
 from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -18,6 +19,7 @@ from official_cvrl.configs import cvrl as cvrl_cfg
 from official_cvrl.dataloaders import ssl_input
 from official_cvrl.dataloaders import video_decoder
 from official_cvrl.evaluation import embedding_health
+from official_cvrl.evaluation import knn_monitor
 from official_cvrl.losses import contrastive
 from official_cvrl.modeling import factory as _model_factory  # pylint: disable=unused-import  (registers builders)
 from official_cvrl.ops import color_augment
@@ -27,6 +29,11 @@ from official_cvrl.tasks import logged_terms
 from official_cvrl.tasks import optimization_step
 from official_cvrl.utils import errors
 from official_cvrl.utils import input_files
+
+# Validation-step outputs the kNN monitor collects (not metrics: aggregate_logs gathers them on the host).
+_KNN_FEATURES = 'knn_features'
+_KNN_LABELS = 'knn_labels'
+
 
 def build_l2_regularizer(l2_weight_decay: float) -> Optional[tf_keras.regularizers.Regularizer]:
   """Keras L2 regularizer whose gradient is `l2_weight_decay * w`, as weight decay; None when 0."""
@@ -190,12 +197,41 @@ class CVRLPretrainTask(base_task.Task):
     return {self.loss: loss}
 
   def validation_step(self, inputs, model: tf_keras.Model, metrics=None) -> Dict[str, Any]:
-    features, _ = inputs
+    features, labels = inputs
     images = self._augment_on_device(features['image'], self.task_config.validation_data)
     outputs = model(images, training=False)
     loss, logs = self.build_losses(outputs['projection'], aux_losses=model.losses)
     logged_terms.update(metrics, logs)
-    return {self.loss: loss}
+    step_logs = {self.loss: loss}
+    if self.task_config.knn_monitor.enabled:
+      # Backbone features of each video's first clip (rows 0..batch-1) and its label, gathered on the host by
+      # aggregate_logs for the kNN monitor.
+      num_videos = tf.shape(labels['label'])[0]
+      step_logs[_KNN_FEATURES] = outputs['features'][:num_videos]
+      step_logs[_KNN_LABELS] = labels['label']
+    return step_logs
+
+  def aggregate_logs(self, state=None, step_outputs=None):
+    """Collects the kNN monitor's features and labels over the validation steps (host side, NumPy)."""
+    if not self.task_config.knn_monitor.enabled or step_outputs is None:
+      return state
+    state = state or {_KNN_FEATURES: [], _KNN_LABELS: []}
+    for key in (_KNN_FEATURES, _KNN_LABELS):
+      values = step_outputs[key]
+      # Under a distribution strategy each value is a tuple of per-replica tensors.
+      values = values if isinstance(values, (tuple, list)) else (values,)
+      state[key].extend(np.asarray(v) for v in values)
+    return state
+
+  def reduce_aggregated_logs(self, aggregated_logs, global_step=None) -> Dict[str, float]:
+    """The kNN monitor's top-1 (`knn_top1`) over every validation video seen in this evaluation."""
+    if not self.task_config.knn_monitor.enabled or not aggregated_logs:
+      return {}
+    monitor = self.task_config.knn_monitor
+    top1 = knn_monitor.weighted_knn_top1(np.concatenate(aggregated_logs[_KNN_FEATURES]),
+                                         np.concatenate(aggregated_logs[_KNN_LABELS]),
+                                         k=monitor.k, temperature=monitor.temperature)
+    return {'knn_top1': np.float32(top1)}
 
   def inference_step(self, inputs: tf.Tensor, model: tf_keras.Model) -> Dict[str, tf.Tensor]:
     return model(inputs, training=False)

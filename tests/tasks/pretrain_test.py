@@ -69,6 +69,8 @@ class PretrainTaskTest(tf.test.TestCase):
     self.assertBetween(logs['contrastive_accuracy'], 0.0, 1.0)
     # Batch of 2 videos: 3 candidates per anchor, so the entropy is at most log(3).
     self.assertBetween(logs['contrastive_entropy'], 0.0, np.log(3.0) + 1e-5)
+    # The demo experiment's kNN monitor (evaluation/knn_monitor.py) reports at every evaluation.
+    self.assertBetween(float(logs['knn_top1']), 0.0, 1.0)
     self.assertIsNotNone(tf.train.latest_checkpoint(model_dir))
 
   def test_train_step_compiles_with_xla_and_updates_weights(self):
