@@ -245,16 +245,19 @@ def plot_pretraining(pretrain_dir: str, path: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   train = read_scalars(os.path.join(pretrain_dir, 'train'))
   validation = read_scalars(os.path.join(pretrain_dir, 'validation'))
-  tags = ('contrastive_loss', 'contrastive_accuracy', 'contrastive_entropy', 'learning_rate')
-  fig, axes = plt.subplots(1, len(tags), figsize=(4 * len(tags), 3.2))
-  for axis, tag in zip(axes, tags):
+  # Top row: the contrastive terms; bottom row: the label-free health of the embeddings and the kNN monitor.
+  tags = ('contrastive_loss', 'contrastive_accuracy', 'contrastive_entropy', 'learning_rate',
+          'effective_rank', 'alignment', 'uniformity', 'knn_top1')
+  fig, axes = plt.subplots(2, len(tags) // 2, figsize=(2 * len(tags), 6.4))
+  for axis, tag in zip(axes.reshape(-1), tags):
     for label, scalars in (('train', train), ('validation', validation)):
       if tag in scalars:
         steps, values = zip(*scalars[tag])
         axis.plot(steps, values, marker='o' if label == 'validation' else None, markersize=3, label=label)
     axis.set_title(tag)
     axis.set_xlabel('step')
-    axis.legend()
+    if axis.lines:
+      axis.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
