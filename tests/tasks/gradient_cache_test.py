@@ -57,6 +57,16 @@ def _images(rows=16, seed=1):
 
 class GradientCacheTest(tf.test.TestCase):
 
+  def _cached_equals_reference(self, raw, optimizer, preprocess=None):
+    """Cached step (with `optimizer`) vs the reference step (plain SGD) on the preprocessed chunks."""
+    cached = _model()
+    reference = _copy(cached)
+    gradient_cache.chunked_minimize(raw, cached, optimizer, _loss, _CHUNK, preprocess=preprocess)
+    inputs = raw if preprocess is None else tf.concat(
+        [preprocess(c, i) for i, c in enumerate(tf.split(raw, raw.shape[0] // _CHUNK))], axis=0)
+    _reference_step(inputs, reference, tf_keras.optimizers.SGD(0.5))
+    self._assert_same_state(cached, reference)
+
   def _assert_same_state(self, a, b, rtol=1e-5, atol=1e-6):
     for va, vb in zip(a.variables, b.variables):
       self.assertAllClose(va, vb, rtol=rtol, atol=atol, msg=va.name)
@@ -82,23 +92,13 @@ class GradientCacheTest(tf.test.TestCase):
     def preprocess(chunk, index):
       return chunk * tf.random.stateless_uniform(tf.shape(chunk), seed=[index, 9], minval=0.5, maxval=1.5)
 
-    cached = _model()
-    reference = _copy(cached)
-    gradient_cache.chunked_minimize(raw, cached, tf_keras.optimizers.SGD(0.5), _loss, _CHUNK, preprocess=preprocess)
-    inputs = tf.concat([preprocess(c, i) for i, c in enumerate(tf.split(raw, raw.shape[0] // _CHUNK))], axis=0)
-    _reference_step(inputs, reference, tf_keras.optimizers.SGD(0.5))
-    self._assert_same_state(cached, reference)
+    self._cached_equals_reference(raw, tf_keras.optimizers.SGD(0.5), preprocess=preprocess)
 
   def test_loss_scale_optimizer_gives_the_same_update(self):
     # Mixed float16 wraps the optimizer: the embedding gradient and the weight gradients are scaled and unscaled.
-    images = _images()
-    cached = _model()
-    reference = _copy(cached)
     optimizer = tf_keras.mixed_precision.LossScaleOptimizer(tf_keras.optimizers.SGD(0.5), dynamic=False,
                                                             initial_scale=1024.0)
-    gradient_cache.chunked_minimize(images, cached, optimizer, _loss, _CHUNK)
-    _reference_step(images, reference, tf_keras.optimizers.SGD(0.5))
-    self._assert_same_state(cached, reference)
+    self._cached_equals_reference(_images(), optimizer)
 
   def test_frozen_batch_norm_equals_the_unchunked_step(self):
     images = _images()
