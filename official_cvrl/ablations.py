@@ -213,9 +213,31 @@ def train_command(experiment: str, model_dir: str, seed: int, overrides: Sequenc
       f'--seed={seed}', '--params_override=' + ','.join(overrides))
 
 
-def _run_key(*configs) -> str:
-  """Names a run by its built configs, so two studies that spell the same configuration differently share it."""
-  text = json.dumps([c.as_dict() for c in configs], sort_keys=True, default=str)
+def _flatten(tree: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def config_changes(experiment: str, overrides: Sequence[str]) -> Dict[str, Any]:
+  """The fields (dotted) where the built config differs from the registered experiment, and their values."""
+  config = _flatten(build_config(experiment, overrides).as_dict())
+  default = _flatten(build_config(experiment, []).as_dict())
+  return {key: value for key, value in config.items() if default.get(key, object()) != value}
+
+
+def _run_key(*changes: Tuple[str, Dict[str, Any]]) -> str:
+  """Names a run by what it changes in each experiment.
+
+  Two studies that spell one configuration differently (a field set to its default, or not set) share the run;
+  a field another change adds to an experiment, at a default that changes nothing, does not orphan finished runs.
+  After changing a demo experiment's defaults, start a new --output_dir.
+  """
+  text = json.dumps(changes, sort_keys=True, default=str)
   return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -407,15 +429,16 @@ def run_study(study_name: str, seeds: Sequence[int], output_dir: str, records_di
   defaults = demo_defaults()
   # Every config is built now, so a bad field fails before any training. The probe's init_checkpoint differs per
   # run directory; its key uses the random-init config, the same for every run.
-  probe_config = build_config(PROBE_EXPERIMENT, probe_overrides(records_dir, '', FLAGS.probe_overrides))
+  probe = (PROBE_EXPERIMENT, config_changes(PROBE_EXPERIMENT, probe_overrides(records_dir, '', FLAGS.probe_overrides)))
   plans = []
   for variant in variants:
     overrides = pretrain_overrides(variant, FLAGS.base_steps, defaults, records_dir, FLAGS.pretrain_overrides)
-    plans.append((variant, overrides, _run_key(build_config(PRETRAIN_EXPERIMENT, overrides), probe_config)))
+    plans.append((variant, overrides, _run_key((PRETRAIN_EXPERIMENT, config_changes(PRETRAIN_EXPERIMENT, overrides)),
+                                               probe)))
 
   jobs = [(v.name, os.path.join(output_dir, 'runs', key, f'seed_{s}'), s, o) for v, o, key in plans for s in seeds]
   if FLAGS.random_baseline:
-    key = 'random_init_' + _run_key(probe_config)
+    key = 'random_init_' + _run_key(probe)
     jobs += [('random init', os.path.join(output_dir, 'runs', key, f'seed_{s}'), s, []) for s in seeds]
   start = time.time()
   trained = 0
@@ -441,6 +464,8 @@ def run_study(study_name: str, seeds: Sequence[int], output_dir: str, records_di
                                        for s in seeds])
                    for v, o, k in plans],
       'seconds_this_call': time.time() - start,
+      # Kept across resumed calls: what every run (pretraining + probe) took when it ran.
+      'run_seconds_total': sum(r['seconds'] for r in runs.values()),
   }
   results['paper_order_margins'] = paper_order_margins(results['variants'])
   if FLAGS.random_baseline:
