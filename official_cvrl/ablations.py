@@ -406,9 +406,10 @@ def plot(results: Dict[str, Any], path: str) -> None:
   ours.set_title(f'{results["study"]} ({results["paper"]}), {seeds} seed(s)')
   handles = ours.get_legend_handles_labels()
   more = paper.get_legend_handles_labels()
-  ours.legend(handles[0] + more[0], handles[1] + more[1], loc='lower right', fontsize=8)
+  ours.legend(handles[0] + more[0], handles[1] + more[1], loc='upper center', bbox_to_anchor=(0.5, -0.2),
+              ncol=3, fontsize=8, frameon=False)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  fig.savefig(path, dpi=100, bbox_inches='tight')
   plt.close(fig)
 
 
