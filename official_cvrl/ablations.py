@@ -34,6 +34,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -313,6 +314,11 @@ def _percent(value: Optional[float]) -> Optional[float]:
   return None if value is None else 100 * value
 
 
+def portable(text: str) -> str:
+  """A command or path as run from the repository root: no machine-specific interpreter or folder prefix."""
+  return text.replace(sys.executable, 'python').replace(os.getcwd() + os.sep, '')
+
+
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
   """Mean and sample standard deviation (n - 1; 0 for one value)."""
   mean = sum(values) / len(values)
@@ -332,7 +338,7 @@ def summarise(name: str, runs: List[Dict[str, Any]], **extra: Any) -> Dict[str, 
     entry['contrastive_accuracy_mean'], entry['contrastive_accuracy_std'] = mean_std(contrastive)
   entry.update(extra)
   entry['seconds'] = [r['seconds'] for r in runs]
-  entry['commands'] = [r['commands'] for r in runs]
+  entry['commands'] = [[portable(c) for c in r['commands']] for r in runs]
   return entry
 
 
@@ -460,7 +466,7 @@ def run_study(study_name: str, seeds: Sequence[int], output_dir: str, records_di
       'metric': 'linear-probe top-1 (%) on the demo test videos (cvrl_linear_eval_demo on the frozen backbone)',
       'base_steps': FLAGS.base_steps, 'demo_defaults': defaults,
       'variants': [summarise(v.name, [runs[(v.name, s)] for s in seeds], paper_top1=v.paper_top1,
-                             schedule=schedule(v, FLAGS.base_steps, defaults), overrides=o,
+                             schedule=schedule(v, FLAGS.base_steps, defaults), overrides=[portable(e) for e in o],
                              run_dirs=[os.path.relpath(os.path.join(output_dir, 'runs', k, f'seed_{s}'), output_dir)
                                        for s in seeds])
                    for v, o, k in plans],
