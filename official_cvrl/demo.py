@@ -153,18 +153,24 @@ def linear_eval(output_dir: str, records_dir: str, name: str, init_checkpoint: s
                f'linear_eval_{name}', overrides, f'4_linear_eval_{name}.log')
 
 
-def export(output_dir: str, pretrain_dir: str) -> str:
-  export_dir = os.path.join(output_dir, 'saved_model')
+def _export_run(output_dir: str, folder: str, experiment: str, run_dir: str, title: str, log_name: str) -> str:
+  """Exports the encoder of a finished training run once (a folder holding a version is reused)."""
+  export_dir = os.path.join(output_dir, folder)
   exported = [v for v in (os.listdir(export_dir) if os.path.isdir(export_dir) else [])
               if os.path.exists(os.path.join(export_dir, v, 'saved_model.pb'))]
   if exported:
-    _print(f'\n=== 5. export: already exported ({os.path.join(export_dir, max(exported))})')
+    _print(f'\n=== {title}: already exported ({os.path.join(export_dir, max(exported))})')
     return export_dir
-  run_stage('5. export SavedModel for TF Serving', _python(
-      'official_cvrl.serving.export_saved_model', '--experiment=cvrl_pretrain_demo',
-      f'--config_file={os.path.join(pretrain_dir, "params.yaml")}', f'--checkpoint_path={pretrain_dir}',
-      f'--export_dir={export_dir}'), os.path.join(output_dir, 'logs', '5_export.log'))
+  run_stage(title, _python(
+      'official_cvrl.serving.export_saved_model', f'--experiment={experiment}',
+      f'--config_file={os.path.join(run_dir, "params.yaml")}', f'--checkpoint_path={run_dir}',
+      f'--export_dir={export_dir}'), os.path.join(output_dir, 'logs', log_name))
   return export_dir
+
+
+def export(output_dir: str, pretrain_dir: str) -> str:
+  return _export_run(output_dir, 'saved_model', 'cvrl_pretrain_demo', pretrain_dir,
+                     '5. export SavedModel for TF Serving', '5_export.log')
 
 
 def retrieval(output_dir: str, records_dir: str, name: str, saved_model_dir: str) -> str:
@@ -186,15 +192,8 @@ def retrieval(output_dir: str, records_dir: str, name: str, saved_model_dir: str
 
 def export_random_baseline(output_dir: str, linear_eval_dir: str) -> str:
   """Exports the random-init linear evaluation run: its frozen backbone is the random baseline's encoder."""
-  export_dir = os.path.join(output_dir, 'saved_model_random')
-  if os.path.isdir(export_dir) and any(os.path.exists(os.path.join(export_dir, v, 'saved_model.pb'))
-                                       for v in os.listdir(export_dir)):
-    return export_dir
-  run_stage('5. export the random baseline\'s encoder', _python(
-      'official_cvrl.serving.export_saved_model', '--experiment=cvrl_linear_eval_demo',
-      f'--config_file={os.path.join(linear_eval_dir, "params.yaml")}', f'--checkpoint_path={linear_eval_dir}',
-      f'--export_dir={export_dir}'), os.path.join(output_dir, 'logs', '5_export_random.log'))
-  return export_dir
+  return _export_run(output_dir, 'saved_model_random', 'cvrl_linear_eval_demo', linear_eval_dir,
+                     '5. export the random baseline\'s encoder', '5_export_random.log')
 
 
 def detection_data(output_dir: str) -> str:
