@@ -52,9 +52,11 @@ _EXPECTED = {
     ('epochs', '100 ep'): {'trainer.train_steps': 125, _SCHEDULE[3]: 113},
     ('epochs', '500 ep'): {'trainer.train_steps': 625, _SCHEDULE[3]: 613},
     ('epochs', '800 ep'): {'trainer.train_steps': 1000, _SCHEDULE[3]: 988},
+    ('num_clips', 'rho=3'): {f'{d}.num_clips': 3 for d in _DATA},
+    ('num_clips', 'rho=4'): {f'{d}.num_clips': 4 for d in _DATA},
 }
 _REFERENCE = {'augmentation': 'TA+SA+TC', 'interval_distribution': '-t+c', 'projection_head': '2 hidden',
-              'batch_size': 'x1 (paper 1024)', 'epochs': '200 ep'}
+              'batch_size': 'x1 (paper 1024)', 'epochs': '200 ep', 'num_clips': 'rho=2'}
 
 
 def _flat(tree, prefix=''):
@@ -110,6 +112,21 @@ class VariantConfigTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose([margin['paper_difference'], margin['our_difference'], margin['standard_error']],
                         [10.0, 4.0, (25 / 3) ** 0.5])
     self.assertAllClose(margin['z'], 4.0 / (25 / 3) ** 0.5)
+
+  def test_margins_follow_an_explicit_order_where_a_paper_number_is_missing(self):
+    variants = [{'name': n, 'paper_top1': p, 'mean': m, 'std': 1.0, 'top1': [0.0] * 3}
+                for n, p, m in (('rho=2', 66.6, 80.0), ('rho=3', None, 81.0), ('rho=4', 71.0, 79.0))]
+    margins = ablations.paper_order_margins(variants, ablations.STUDIES['num_clips'].order)
+    self.assertEqual([(m['better_in_paper'], m['worse_in_paper']) for m in margins],
+                     [('rho=4', 'rho=3'), ('rho=3', 'rho=2')])
+    self.assertEqual([m['paper_difference'] for m in margins], [None, None])
+    self.assertAllClose([m['our_difference'] for m in margins], [-2.0, 1.0])
+    results = {'study': 'num_clips', 'paper': 'Feichtenhofer et al. 2021', 'paper_setting': 'K400 linear',
+               'variants': [dict(v, name=v['name']) for v in variants]}
+    self.assertIn('| rho=3 | 81.0 +- 1.0 | 0.0 / 0.0 / 0.0 | - |', ablations.markdown_table(results))
+    path = os.path.join(self.get_temp_dir(), 'rho.png')
+    ablations.plot(results, path)
+    self.assertGreater(os.path.getsize(path), 1000)
 
   def test_markdown_table_and_plot(self):
     runs = [{'seed': s, 'top1': t, 'contrastive_accuracy': c, 'seconds': 1.0, 'commands': ['x']}
