@@ -35,7 +35,6 @@ from official_cvrl.ops import temporal_sampling
 _IDENTITY_FACTOR = 1.0
 _IDENTITY_HUE = 0.0
 _NUM_JITTER_OPS = 4  # Brightness, contrast, saturation, hue: indices into the per-clip order.
-_BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = range(_NUM_JITTER_OPS)
 _BLUR_SIGMA_RANGE = (0.1, 2.0)
 
 
@@ -132,60 +131,134 @@ def _ranks(scores: tf.Tensor) -> tf.Tensor:
   return tf.reduce_sum(tf.cast(before, tf.int32), axis=2)
 
 
+# The colour steps work on clips laid out channel-planar, [N, 3, T, H, W]: a pixel's three channels are then
+# three contiguous planes, so the per-pixel arithmetic that mixes channels (HSV hue and saturation, greyscale)
+# vectorises along W. With channels last, XLA's CPU backend split every such step into one loop per channel and
+# materialised the shared intermediates (maximum, chroma, hue): ~2.5x slower for the same arithmetic.
+_CHANNEL_AXIS = 1
+_GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # ITU-R 601, the weights of tf.image.rgb_to_grayscale.
+# Clips of at least this many values (16x224x224x3 has 2.4M) are blurred one at a time inside a loop, skipping
+# the ones that draw no blur (half of them on average); smaller ones (the demo's 8x32x32 clips, or the one-frame
+# clips of `per_frame`) are blurred together, where a loop's per-clip overhead would cost more than it saves.
+_MIN_VALUES_TO_SKIP_BLUR = 2**18
+
+
 def _per_clip(values: tf.Tensor) -> tf.Tensor:
-  """[N] -> [N, 1, 1, 1, 1], to broadcast against [N, T, H, W, C]."""
+  """[N] -> [N, 1, 1, 1, 1], to broadcast against planar [N, 3, T, H, W]."""
   return tf.reshape(values, [-1, 1, 1, 1, 1])
 
 
-def _adjust_brightness(videos, factor):
-  return videos * _per_clip(factor)
+def _channels(planar: tf.Tensor):
+  """[N, 3, T, H, W] -> three [N, 1, T, H, W] planes (red, green, blue)."""
+  return planar[:, 0:1], planar[:, 1:2], planar[:, 2:3]
 
 
-def _adjust_contrast(videos, factor):
+def _adjust_brightness(planar, factor):
+  # Factors are >= 0 and values in [0, 1], so clipping to [0, 1] only has to cap at 1.
+  return tf.minimum(planar * _per_clip(factor), 1.0)
+
+
+def _adjust_contrast(planar, factor):
   # Per frame and channel mean, as tf.image.adjust_contrast computes it for each image.
-  mean = tf.reduce_mean(videos, axis=[2, 3], keepdims=True)
-  return (videos - mean) * _per_clip(factor) + mean
+  mean = tf.reduce_mean(planar, axis=[3, 4], keepdims=True)
+  return tf.clip_by_value((planar - mean) * _per_clip(factor) + mean, 0.0, 1.0)
 
 
-def _adjust_saturation_hue(videos, saturation_factor, hue_delta):
-  """Scales HSV saturation and shifts hue (tf.image.adjust_saturation / adjust_hue, batched)."""
-  hue, saturation, value = tf.unstack(tf.image.rgb_to_hsv(videos), axis=-1)
-  hue = tf.math.floormod(hue + tf.reshape(hue_delta, [-1, 1, 1, 1]), 1.0)
-  saturation = tf.clip_by_value(saturation * tf.reshape(saturation_factor, [-1, 1, 1, 1]), 0.0, 1.0)
-  return tf.image.hsv_to_rgb(tf.stack([hue, saturation, value], axis=-1))
+def _adjust_saturation_hue(planar, saturation_factor, hue_delta):
+  """HSV saturation scaling and hue shift (tf.image.adjust_saturation then adjust_hue) without HSV round trip.
 
+  In HSV a pixel is (hue, S, V) with V = max(r, g, b), chroma C = V - min(r, g, b) and S = C / V; the way back is
+  channel = V - C * w(6 * hue + n), n = 5, 3, 1 for red, green, blue, where w(k) = clip(2 - |k mod 6 - 2|, 0, 1)
+  is the hexcone's piecewise-linear profile. Scaling S by f with clipping to [0, 1] keeps V and hue and turns C
+  into min(f * C, V); shifting the hue keeps V and C. So both need only V, C and the hue in sixths, and they
+  commute: one evaluation applies both, in either order. The result lies in [0, V] (C' <= V), so it needs no
+  clipping. A grey pixel (C = 0) or black pixel (V = 0) is left unchanged, as the HSV round trip leaves it.
 
-def _color_jitter(videos: tf.Tensor, params: Dict[str, tf.Tensor], random_order: bool = True) -> tf.Tensor:
-  """Applies the four jitter transforms in each clip's order.
+  Args:
+    planar: float32 `[N, 3, T, H, W]` in [0, 1].
+    saturation_factor: float32 `[N]` (1 = unchanged).
+    hue_delta: float32 `[N]`, in turns (0 = unchanged).
 
-  At step i every clip applies the transform whose `jitter_step` is i; the other three transforms get identity
-  parameters for that clip, so all clips share one computation per step. With the fixed order this reduces to
-  brightness, contrast, saturation, hue.
+  Returns:
+    float32 `[N, 3, T, H, W]` in [0, 1].
   """
-  step_of_op = params['jitter_step']
+  red, green, blue = _channels(planar)
+  value = tf.maximum(tf.maximum(red, green), blue)
+  chroma = value - tf.minimum(tf.minimum(red, green), blue)
+  inverse_chroma = 1.0 / tf.where(chroma > 0, chroma, 1.0)
+  # Hue in sixths of a turn, in [-1, 5): colorsys's (and tf.image's) sector formula.
+  sixths = tf.where(value == red, (green - blue) * inverse_chroma,
+                    tf.where(value == green, (blue - red) * inverse_chroma + 2.0,
+                             (red - green) * inverse_chroma + 4.0))
+  sixths += 6.0 * _per_clip(hue_delta)
+  new_chroma = tf.minimum(_per_clip(saturation_factor) * chroma, value)
+  channels = []
+  for offset in (5.0, 3.0, 1.0):
+    k = sixths + offset
+    k -= 6.0 * tf.floor(k * (1.0 / 6.0))  # k mod 6; w is continuous across the wrap, so rounding is harmless.
+    channels.append(value - new_chroma * tf.clip_by_value(2.0 - tf.abs(k - 2.0), 0.0, 1.0))
+  return tf.concat(channels, axis=_CHANNEL_AXIS)
+
+
+def _jitter_slots(step: tf.Tensor):
+  """Where each clip's four transforms go in the sequence X1 B1 X2 C X3 B2 X4 that every clip follows.
+
+  X is a joint saturation/hue step, B brightness, C contrast. Contrast is the only transform that is not per
+  pixel (it needs the frame mean), so the sequence has it once: before it, the other three transforms in any
+  order fit X B X (saturation and hue commute, so both can share an X when no brightness separates them); after
+  it, the same. A transform goes to the first half if it comes before contrast in the clip's order and, within
+  a half, to the X before B if it comes before brightness: slot = 2 [after contrast] + [after brightness]. Slots a
+  clip does not use get identity parameters. Applying the clip's order step by step gives the same result because
+  the transforms that swap places (saturation with hue) commute and the other relative orders are kept.
+
+  Args:
+    step: int32 `[N, 4]`, the step of brightness, contrast, saturation and hue (`sample_color_params`).
+
+  Returns:
+    (saturation slot, hue slot) int32 `[N]` in 0..3 (X1..X4), and the brightness slot int32 `[N]` in 0..1.
+  """
+  brightness, contrast, saturation, hue = tf.unstack(step, axis=1)
+
+  def hsv_slot(op_step):
+    return 2 * tf.cast(op_step > contrast, tf.int32) + tf.cast(op_step > brightness, tf.int32)
+
+  return hsv_slot(saturation), hsv_slot(hue), tf.cast(brightness > contrast, tf.int32)
+
+
+def _color_jitter(planar: tf.Tensor, params: Dict[str, tf.Tensor], random_order: bool = True) -> tf.Tensor:
+  """Applies the four jitter transforms in each clip's order (clipping to [0, 1] after each), batched.
+
+  Every clip follows the same sequence of steps (`_jitter_slots`) with identity parameters where it does not use
+  a step, so all clips share one computation: four saturation/hue evaluations, two brightness scalings and one
+  contrast, instead of four steps of brightness, contrast and an HSV round trip. The fixed order (brightness,
+  contrast, saturation, hue) needs only its three steps.
+  """
   if not random_order:
-    # Fixed order (brightness, contrast, saturation, hue): one pass and one HSV round trip, 4x cheaper.
-    videos = tf.clip_by_value(_adjust_brightness(videos, params['brightness']), 0.0, 1.0)
-    videos = tf.clip_by_value(_adjust_contrast(videos, params['contrast']), 0.0, 1.0)
-    return tf.clip_by_value(_adjust_saturation_hue(videos, params['saturation'], params['hue']), 0.0, 1.0)
-  for step in range(_NUM_JITTER_OPS):
-    def chosen(op, values, identity, step=step):
-      return tf.where(tf.equal(step_of_op[:, op], step), values, identity)
+    planar = _adjust_brightness(planar, params['brightness'])
+    planar = _adjust_contrast(planar, params['contrast'])
+    return _adjust_saturation_hue(planar, params['saturation'], params['hue'])
+  saturation_slot, hue_slot, brightness_slot = _jitter_slots(params['jitter_step'])
 
-    videos = _adjust_brightness(videos, chosen(_BRIGHTNESS, params['brightness'], _IDENTITY_FACTOR))
-    videos = tf.clip_by_value(videos, 0.0, 1.0)
-    videos = _adjust_contrast(videos, chosen(_CONTRAST, params['contrast'], _IDENTITY_FACTOR))
-    videos = tf.clip_by_value(videos, 0.0, 1.0)
-    # Saturation and hue share one HSV round trip: a clip applies at most one of them per step.
-    videos = _adjust_saturation_hue(videos, chosen(_SATURATION, params['saturation'], _IDENTITY_FACTOR),
-                                    chosen(_HUE, params['hue'], _IDENTITY_HUE))
-    videos = tf.clip_by_value(videos, 0.0, 1.0)
-  return videos
+  def saturation_hue(planar, slot):
+    return _adjust_saturation_hue(planar, tf.where(saturation_slot == slot, params['saturation'], _IDENTITY_FACTOR),
+                                  tf.where(hue_slot == slot, params['hue'], _IDENTITY_HUE))
+
+  def brightness(planar, slot):
+    return _adjust_brightness(planar, tf.where(brightness_slot == slot, params['brightness'], _IDENTITY_FACTOR))
+
+  planar = saturation_hue(planar, 0)
+  planar = brightness(planar, 0)
+  planar = saturation_hue(planar, 1)
+  planar = _adjust_contrast(planar, params['contrast'])
+  planar = saturation_hue(planar, 2)
+  planar = brightness(planar, 1)
+  return saturation_hue(planar, 3)
 
 
-def _grayscale(videos: tf.Tensor, apply: tf.Tensor) -> tf.Tensor:
-  gray = tf.image.rgb_to_grayscale(videos)
-  return tf.where(_per_clip(apply), tf.broadcast_to(gray, tf.shape(videos)), videos)
+def _grayscale(planar: tf.Tensor, apply: tf.Tensor) -> tf.Tensor:
+  red, green, blue = _channels(planar)
+  gray = _GRAY_WEIGHTS[0] * red + _GRAY_WEIGHTS[1] * green + _GRAY_WEIGHTS[2] * blue
+  return tf.where(_per_clip(apply), gray, planar)  # The [N, 1, ...] grey plane broadcasts to the three channels.
 
 
 def gaussian_kernels(sigma: tf.Tensor, radius: int) -> tf.Tensor:
@@ -206,58 +279,81 @@ def gaussian_kernels(sigma: tf.Tensor, radius: int) -> tf.Tensor:
   return tf.where(sigma[:, tf.newaxis] > 0, kernels, impulse)
 
 
-def _gaussian_blur(videos: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
-  """Separable Gaussian blur with a per-clip kernel, reflection padding.
+def _separable_blur(planar: tf.Tensor, tap_weight, radius: int) -> tf.Tensor:
+  """Blurs the last two axes (H, W) with reflection padding: a sum of shifted copies per axis.
 
-  Clips are moved into the channel axis so one depthwise convolution applies every clip's own kernel:
-  [N, T, H, W, C] -> [T, H, W, N * C].
+  Shifted copies instead of a convolution: each pass is one fused loop that vectorises along W (XLA's CPU
+  convolution was ~30x slower than TensorFlow's kernel, which in turn needs the clips moved into channels).
+
+  Args:
+    planar: float32 `[..., H, W]`.
+    tap_weight: function of the tap index 0..2 radius returning its weight, broadcastable against `planar`.
+    radius: kernel half-width.
   """
-  radius = blur_radius(videos.shape[2])
+  height, width = planar.shape[-2], planar.shape[-1]
+  rank = planar.shape.rank
+  for axis, size in ((rank - 2, height), (rank - 1, width)):
+    paddings = [[0, 0]] * rank
+    paddings[axis] = [radius, radius]
+    padded = tf.pad(planar, paddings, mode='REFLECT')
+    taps = []
+    for i in range(2 * radius + 1):
+      begin = [0] * rank
+      begin[axis] = i
+      sizes = [-1] * rank
+      sizes[axis] = size
+      taps.append(tap_weight(i) * tf.slice(padded, begin, sizes))
+    planar = tf.add_n(taps)
+  return planar
+
+
+def _gaussian_blur(planar: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
+  """Separable Gaussian blur of `[N, 3, T, H, W]` clips with a per-clip sigma (0 = none), reflection padding.
+
+  Large clips go through a loop that blurs only the clips that drew a blur (`tf.cond` per clip: static shapes, so
+  it also compiles for TPUs); small ones are blurred all together, the unblurred ones with a unit impulse.
+  """
+  radius = blur_radius(planar.shape[3])
   if radius == 0:
-    return videos  # Frames under 20 pixels high: SimCLR's kernel degenerates to a single tap.
-  shape = tf.shape(videos)
-  num_clips, num_frames, height, width = shape[0], shape[1], shape[2], shape[3]
-  channels = videos.shape[4]
+    return planar  # Frames under 20 pixels high: SimCLR's kernel degenerates to a single tap.
   kernels = gaussian_kernels(sigma, radius)  # [N, K]
-  kernels = tf.repeat(kernels, channels, axis=0)  # [N * C, K]: channel c of clip n uses clip n's kernel.
-  stacked = tf.transpose(videos, [1, 2, 3, 0, 4])
-  stacked = tf.reshape(stacked, [num_frames, height, width, num_clips * channels])
-  stacked = tf.pad(stacked, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode='REFLECT')
-  vertical = tf.transpose(kernels)[:, tf.newaxis, :, tf.newaxis]  # [K, 1, N * C, 1]
-  horizontal = tf.transpose(kernels)[tf.newaxis, :, :, tf.newaxis]  # [1, K, N * C, 1]
-  stacked = tf.nn.depthwise_conv2d(stacked, vertical, strides=[1, 1, 1, 1], padding='VALID')
-  stacked = tf.nn.depthwise_conv2d(stacked, horizontal, strides=[1, 1, 1, 1], padding='VALID')
-  stacked = tf.reshape(stacked, [num_frames, height, width, num_clips, channels])
-  return tf.transpose(stacked, [3, 0, 1, 2, 4])
+  if planar.shape[1:].num_elements() < _MIN_VALUES_TO_SKIP_BLUR:
+    return _separable_blur(planar, lambda i: _per_clip(kernels[:, i]), radius)
+
+  def blur_clip(args):
+    clip, kernel, clip_sigma = args
+    return tf.cond(clip_sigma > 0, lambda: _separable_blur(clip, lambda i: kernel[i], radius), lambda: clip)
+
+  return tf.map_fn(blur_clip, (planar, kernels, sigma), fn_output_signature=tf.float32)
+
+
+def _apply_color_params_eager(videos: tf.Tensor, params: Dict[str, tf.Tensor], random_order: bool) -> tf.Tensor:
+  planar = tf.transpose(videos, [0, 4, 1, 2, 3])  # [N, T, H, W, 3] -> [N, 3, T, H, W].
+  planar = _grayscale(_color_jitter(planar, params, random_order), params['grayscale'])
+  planar = _gaussian_blur(planar, params['blur_sigma'])
+  # The jitter and greyscale keep [0, 1] exactly; the clip only removes the blur's rounding, inside its last loop.
+  return tf.transpose(tf.clip_by_value(planar, 0.0, 1.0), [0, 2, 3, 4, 1])
+
+
+# One XLA-compiled function: without XLA every op is its own pass over memory (the jitter is ~100 element-wise
+# ops); XLA fuses them into a few loops, and it is what a TPU or an XLA-compiled GPU step runs anyway. Only the
+# application is compiled, not the sampling, so a seed draws the same parameters with or without it.
+_apply_color_params_xla = tf.function(_apply_color_params_eager, jit_compile=True)
 
 
 def apply_color_params(videos: tf.Tensor, params: Dict[str, tf.Tensor], random_order: bool = True) -> tf.Tensor:
   """Applies colour jitter, greyscale and blur with given per-clip parameters (see `sample_color_params`).
 
   Args:
-    videos: float32 `[N, T, H, W, 3]` in [0, 1].
+    videos: float32 `[N, T, H, W, 3]` in [0, 1], static shape.
     params: dict of per-clip parameters with leading dimension N.
-    random_order: False applies the jitter in the fixed order brightness, contrast, saturation, hue in one pass
-      (ignoring `jitter_step`), which is 4x cheaper than the per-clip random order.
+    random_order: False applies the jitter in the fixed order brightness, contrast, saturation, hue (ignoring
+      `jitter_step`), which needs three of the random order's seven steps.
 
   Returns:
     float32 `[N, T, H, W, 3]` in [0, 1].
   """
-  videos = _jitter_and_grayscale(videos, params, random_order)
-  videos = _gaussian_blur(videos, params['blur_sigma'])
-  return tf.clip_by_value(videos, 0.0, 1.0)
-
-
-def _jitter_and_grayscale_eager(videos: tf.Tensor, params: Dict[str, tf.Tensor], random_order: bool) -> tf.Tensor:
-  return _grayscale(_color_jitter(videos, params, random_order), params['grayscale'])
-
-
-# The jitter is ~40 element-wise ops per step over the whole batch (four HSV round trips for the random order).
-# Without XLA every op is its own pass over memory; XLA fuses them into a few loops, measured ~8x faster on a CPU
-# (docs/benchmarks.md), and it is what a TPU or an XLA-compiled GPU step runs anyway. The blur stays outside:
-# XLA's CPU depthwise convolution was ~30x slower than TensorFlow's kernel. Only `apply_color_params` is
-# compiled, not the sampling, so a seed draws the same parameters as before.
-_jitter_and_grayscale = tf.function(_jitter_and_grayscale_eager, jit_compile=True, reduce_retracing=True)
+  return _apply_color_params_xla(videos, params, random_order)
 
 
 def augment_clips(videos: tf.Tensor,
