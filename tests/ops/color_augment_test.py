@@ -1,6 +1,7 @@
 """Tests of the batched, temporally consistent colour augmentation against a float64 NumPy/colorsys reference."""
 import colorsys
 import itertools
+from unittest import mock
 
 import numpy as np
 from scipy import stats
@@ -71,13 +72,13 @@ class ApplyColorParamsTest(tf.test.TestCase):
       self.assertAllClose(got[i], expected, atol=2e-5, msg=f'clip {i}')
     self.assertAllClose(got[1][..., 0], got[1][..., 2])  # The grey clip has equal channels.
 
-  def test_every_jitter_order_matches_float64_reference(self):
-    # One clip per permutation of (brightness, contrast, saturation, hue), random parameters of the full ranges,
-    # through the XLA-fused jitter: the faster computation is the same augmentation.
+  def _check_every_order(self, apply_fn, height, seed, same_as_fn=None):
+    """One clip per permutation of (brightness, contrast, saturation, hue), random parameters of the full ranges
+    (jitter probability 1 as the order matters only then; greyscale and blur drawn as in training)."""
     orders = np.array(list(itertools.permutations(range(4))))
     num_clips = len(orders)
-    rng = np.random.default_rng(1)
-    videos = rng.uniform(0.0, 1.0, (num_clips, 2, 24, 24, 3))
+    rng = np.random.default_rng(seed)
+    videos = rng.uniform(0.0, 1.0, (num_clips, 2, height, height, 3))
     params = {
         'brightness': rng.uniform(0.2, 1.8, num_clips),
         'contrast': rng.uniform(0.2, 1.8, num_clips),
@@ -88,12 +89,52 @@ class ApplyColorParamsTest(tf.test.TestCase):
     }
     tf_params = {k: tf.constant(v, tf.bool if k == 'grayscale' else tf.float32) for k, v in params.items()}
     tf_params['jitter_step'] = tf.constant(np.argsort(orders, axis=1), tf.int32)
-    got = color_augment.apply_color_params(tf.constant(videos, tf.float32), tf_params).numpy()
+    got = apply_fn(tf.constant(videos, tf.float32), tf_params).numpy()
+    if same_as_fn is not None:
+      self.assertAllClose(got, same_as_fn(tf.constant(videos, tf.float32), tf_params), atol=1e-6, rtol=0)
     for i, order in enumerate(orders):
       expected = _reference_clip(videos[i], order, params['brightness'][i], params['contrast'][i],
                                  params['saturation'][i], params['hue'][i], params['grayscale'][i],
                                  params['blur_sigma'][i])
       self.assertAllClose(got[i], expected, atol=1e-5, rtol=0, msg=f'order {order}')
+
+  def test_every_jitter_order_matches_float64_reference(self):
+    # Through `apply_color_params` as training calls it (small clips: every clip blurred in one batch).
+    self._check_every_order(color_augment.apply_color_params, height=24, seed=1)
+
+  def test_every_jitter_order_matches_float64_reference_with_per_clip_blur(self):
+    # The path of large clips (16x224x224): a loop that blurs only the clips that drew a blur. Forced here on
+    # small clips by lowering the size threshold; 40-pixel frames give a 5-tap kernel. Both paths agree.
+    with mock.patch.object(color_augment, '_MIN_VALUES_TO_SKIP_BLUR', 0):
+      per_clip = tf.function(color_augment._apply_color_params_eager, jit_compile=True)  # pylint: disable=protected-access
+      self._check_every_order(lambda v, p: per_clip(v, p, True), height=40, seed=2,
+                              same_as_fn=color_augment.apply_color_params)
+
+  def test_fixed_order_matches_float64_reference(self):
+    rng = np.random.default_rng(3)
+    videos = rng.uniform(0.0, 1.0, (6, 2, 24, 24, 3))
+    params = {k: color_augment.sample_color_params(6, jitter_random_order=False, blur_probability=0.5,
+                                                   seed=5)[k].numpy()
+              for k in ('brightness', 'contrast', 'saturation', 'hue', 'grayscale', 'blur_sigma', 'jitter_step')}
+    tf_params = {k: tf.constant(v) for k, v in params.items()}
+    got = color_augment.apply_color_params(tf.constant(videos, tf.float32), tf_params, random_order=False).numpy()
+    for i in range(6):
+      expected = _reference_clip(videos[i], range(4), params['brightness'][i], params['contrast'][i],
+                                 params['saturation'][i], params['hue'][i], params['grayscale'][i],
+                                 params['blur_sigma'][i])
+      self.assertAllClose(got[i], expected, atol=1e-5, rtol=0, msg=f'clip {i}')
+
+  def test_saturation_and_hue_edge_pixels(self):
+    # Black, white, grey, pure and two-channel-maximum pixels (ties in the hue sector), saturation and hue at
+    # the ends of their ranges, against colorsys.
+    pixels = np.array([[0, 0, 0], [1, 1, 1], [0.5, 0.5, 0.5], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0],
+                       [0, 1, 1], [1, 0, 1], [0.3, 0.3, 0.1], [0.2, 0.6, 0.6], [1e-7, 0, 0]])
+    for saturation, hue in ((1.8, 0.2), (0.2, -0.2), (1.0, 0.0), (1.3, -0.01)):
+      got = color_augment._adjust_saturation_hue(  # pylint: disable=protected-access
+          tf.constant(pixels.T.reshape(1, 3, 1, 1, -1), tf.float32), tf.constant([saturation]),
+          tf.constant([hue])).numpy().reshape(3, -1).T
+      expected = _hsv_map(pixels, lambda h, s, v: ((h + hue) % 1.0, min(s * saturation, 1.0), v))
+      self.assertAllClose(got, expected, atol=1e-6, rtol=0, msg=f'saturation {saturation}, hue {hue}')
 
   def test_gaussian_kernels(self):
     kernels = color_augment.gaussian_kernels(tf.constant([0.0, 1.0, 2.0]), 3).numpy()
