@@ -19,8 +19,15 @@ Conventions:
   - Gaussian blur follows SimCLR: sigma ~ U[0.1, 2.0], kernel of `2 * ((H // 10) // 2) + 1` taps (23 at 224),
     separable; unlike SimCLR's zero padding we pad by reflection, so borders do not darken.
   - The "no TC" ablation (`per_frame=True`, Table 9) draws every parameter per frame instead of per clip.
-  - Clips that skip an augmentation get identity parameters, so the cost does not depend on the probabilities.
-  - Frame height must be static (it sets the blur kernel size).
+  - Clips that skip a jitter transform or greyscale get identity parameters, so all clips share one batched
+    computation. The blur is the exception: large clips (16x224x224) are blurred in a per-clip loop that skips the
+    unblurred ones (`tf.cond`, static shapes, so the same code compiles for CPUs, GPUs and TPUs); small clips are
+    blurred together, the unblurred ones with a unit impulse.
+  - `apply_color_params` is one XLA-compiled function on every device (inlined into an enclosing XLA step). It
+    computes the definition above without HSV round trips (closed forms for saturation and hue, contrast once per
+    clip; see `_adjust_saturation_hue` and `_jitter_slots`); tests check it against a float64 NumPy/colorsys
+    reference of the definition for every jitter order to 1e-5, on both blur paths.
+  - Frame height, width and the clip size must be static (they set the blur kernel and the blur path).
   - Randomness is stateless (see `temporal_sampling.stateless_seed`). A seed reproduces the draws on the same
     kind of device and compilation mode only: XLA and the TF kernels generate different streams from one seed.
 """
@@ -318,7 +325,9 @@ def _gaussian_blur(planar: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
     return planar  # Frames under 20 pixels high: SimCLR's kernel degenerates to a single tap.
   kernels = gaussian_kernels(sigma, radius)  # [N, K]
   if planar.shape[1:].num_elements() < _MIN_VALUES_TO_SKIP_BLUR:
-    return _separable_blur(planar, lambda i: _per_clip(kernels[:, i]), radius)
+    # The cond also keeps XLA from fusing the jitter into every tap of the blur (recomputing it 9 times at 32x32).
+    return tf.cond(tf.reduce_any(sigma > 0),
+                   lambda: _separable_blur(planar, lambda i: _per_clip(kernels[:, i]), radius), lambda: planar)
 
   def blur_clip(args):
     clip, kernel, clip_sigma = args
