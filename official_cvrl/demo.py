@@ -7,7 +7,7 @@ full log in `<output_dir>/logs/` and a one-line progress summary here. Stages wh
 skipped, so an interrupted demo resumes where it stopped (training resumes from its last checkpoint).
 
 Stages:
-  1. data_tools.demo_dataset renders the procedural action videos (mp4) for train / val / test;
+  1. data_tools.synthetic.demo_dataset renders the procedural action videos (mp4) for train / val / test;
   2. data_tools.convert turns each split into TFRecord shards (the same converter as for Kinetics);
   3. official_cvrl.train pretrains CVRL (experiment cvrl_pretrain_demo) on the train split, without labels;
   4. official_cvrl.train runs the linear evaluation protocol (cvrl_linear_eval_demo) on the frozen pretrained
@@ -15,7 +15,7 @@ Stages:
   5. official_cvrl.serving.export_saved_model exports the pretrained encoder for TF Serving, and
      official_cvrl.evaluate_retrieval measures video retrieval (test videos as queries against the training
      videos, R@k) with its features and with those of the random baseline (exported from its linear evaluation);
-  6. action detection (skip with --nodetection): data_tools.synthetic_detection writes keyframe records in the
+  6. action detection (skip with --nodetection): data_tools.synthetic.synthetic_detection writes keyframe records in the
      AVA format (the demo's objects doing its motion actions, several per scene, 128 labelled keyframes), and
      official_cvrl.train fine-tunes the detector (cvrl_action_detection_demo) from the pretrained backbone and
      from a random one, reporting frame mAP@0.5 with the official AVA protocol;
@@ -100,7 +100,7 @@ def generate_videos(output_dir: str) -> str:
     _print(f'\n=== 1. demo videos: already complete in {raw_dir}')
     return raw_dir
   run_stage('1. render demo videos', _python(
-      'data_tools.demo_dataset', f'--output_dir={raw_dir}', f'--num_workers={FLAGS.workers}',
+      'data_tools.synthetic.demo_dataset', f'--output_dir={raw_dir}', f'--num_workers={FLAGS.workers}',
       *_optional_flags(num_train=FLAGS.num_train, num_val=FLAGS.num_val, num_test=FLAGS.num_test)),
             os.path.join(output_dir, 'logs', '1_render.log'))
   return raw_dir
@@ -202,7 +202,7 @@ def detection_data(output_dir: str) -> str:
     _print(f'\n=== 6. detection data: already complete in {records_dir}')
     return records_dir
   run_stage('6. synthetic action-detection data (AVA record format)', _python(
-      'data_tools.synthetic_detection', f'--output_dir={records_dir}'),
+      'data_tools.synthetic.synthetic_detection', f'--output_dir={records_dir}'),
             os.path.join(output_dir, 'logs', '6_detection_data.log'))
   return records_dir
 

@@ -182,11 +182,11 @@ def all_blocks() -> Tuple[List[Block], List[str]]:
 SUBSTITUTIONS = (
     (r'/tmp/', '{work}/tmp/', 'scratch files of the docs go into the test folder'),
     (r'gs://YOUR_BUCKET\b', 'data', 'the bucket is the data/ folder the README conversion commands write locally'),
-    (r'(python -m data_tools\.demo_dataset\b[^\n]*)', r'\1 --num_train=16 --num_val=8 --num_test=8',
+    (r'(python -m data_tools\.synthetic\.demo_dataset\b[^\n]*)', r'\1 --num_train=16 --num_val=8 --num_test=8',
      'the demo dataset is 2000/400/1000 videos; 16/8/8 exercise the same code'),
     (r'(python -m official_cvrl\.train\b[^\n]*)', r'\1 --config_file={work}/smoke.yaml',
      'a few steps of batch 4 instead of hundreds of batch 64 (SMOKE_CONFIG)'),
-    (r'(python -m data_tools\.synthetic_detection --output_dir[^\n]*)', r'\1 --num_train=8 --num_val=8',
+    (r'(python -m data_tools\.synthetic\.synthetic_detection --output_dir[^\n]*)', r'\1 --num_train=8 --num_val=8',
      '128 / 512 detection keyframes -> 8 / 8'),
 )
 
@@ -218,7 +218,7 @@ def substitute(command: str, work: str) -> str:
 # the demo data and the pretrained demo model every later step starts from; then the chains run side by side (their
 # processes are mostly single-threaded start-up, so three share two CPUs well).
 FIRST = (
-    'python -m data_tools.demo_dataset --output_dir=demo_output/raw_videos',  # data_preparation.md
+    'python -m data_tools.synthetic.demo_dataset --output_dir=demo_output/raw_videos',  # data_preparation.md
     'python -m official_cvrl.train --experiment=cvrl_pretrain_demo --mode=train_and_eval',  # README
 )
 CHAINS = {
@@ -231,7 +231,8 @@ CHAINS = {
         '--database=demo_output/embeddings/train.npz --k=5',  # serving.md: retrieval
     ),
     'detection': (
-        'python -m data_tools.synthetic_detection --output_dir demo_output/detection_tfrecords',  # action_detection
+        # docs/action_detection.md
+        'python -m data_tools.synthetic.synthetic_detection --output_dir demo_output/detection_tfrecords',
     ),
     'datasets, then detection': (
         'python -m data_tools.convert --source=kinetics --split=train',  # README
@@ -460,7 +461,7 @@ def dataset_writes(calls: Sequence[Invocation]) -> List[Tuple[str, Tuple[str, st
       writes.append((call.where, _folder_and_prefix(f'{out}/{call.flags.get("prefix") or "train"}-*')))
     elif call.module == 'data_tools.ava':
       writes.append((call.where, _folder_and_prefix(f'{out}/{call.flags.get("split", "train")}-*')))
-    elif call.module == 'data_tools.synthetic_detection' and call.flags.get('format', 'records') == 'records':
+    elif call.module == 'data_tools.synthetic.synthetic_detection' and call.flags.get('format', 'records') == 'records':
       out = out or 'demo_output/detection_tfrecords'
       writes += [(call.where, _folder_and_prefix(f'{out}/{split}-*')) for split in ('train', 'val')]
   return [w for w in writes if '$' not in w[1][0]]
@@ -601,8 +602,9 @@ class DocsTest(absltest.TestCase):
 
   def test_substitutions_change_only_what_they_say(self):
     work = '/W'
-    self.assertEqual(substitute('python -m data_tools.demo_dataset --output_dir=demo_output/raw_videos', work),
-                     'python -m data_tools.demo_dataset --output_dir=demo_output/raw_videos --num_train=16 '
+    self.assertEqual(substitute('python -m data_tools.synthetic.demo_dataset --output_dir=demo_output/raw_videos',
+                                work),
+                     'python -m data_tools.synthetic.demo_dataset --output_dir=demo_output/raw_videos --num_train=16 '
                      '--num_val=8 --num_test=8')
     self.assertEqual(substitute("python -m official_cvrl.train --experiment=x --params_override='a=gs://YOUR_BUCKET/k'"
                                 ' --model_dir=/tmp/m', work),

@@ -1,9 +1,9 @@
 r"""Calibrates the demo dataset: can a tiny 3D CNN learn it supervised, and does it need motion to?
 
 Run this before tuning CVRL pretraining on the demo data (the design notes are in the module docstring of
-data_tools/demo_dataset.py): if a supervised model cannot reach high accuracy within the CPU budget, no self-supervised recipe will, and if a model
-that sees a single frame repeated does better than chance, the classes leak through appearance and the demo would
-not show that the representation captures motion.
+data_tools/synthetic/demo_dataset.py): if a supervised model cannot reach high accuracy within the CPU budget, no
+self-supervised recipe will, and if a model that sees a single frame repeated does better than chance, the classes
+leak through appearance and the demo would not show that the representation captures motion.
 
 Two runs with identical model, budget and sampling:
   video:         8-frame clips at random start frames;
@@ -15,8 +15,10 @@ indices are the sorted class folder names.
 
 Usage:
 
-  python -m data_tools.calibrate_demo                      # the videos `make demo` rendered (demo_output/raw_videos)
-  python -m data_tools.calibrate_demo --data_dir=DIR --train_seconds=120   # a data_tools.demo_dataset --output_dir
+  # The videos `make demo` rendered (demo_output/raw_videos):
+  python -m data_tools.synthetic.calibrate_demo
+  # Any data_tools.synthetic.demo_dataset --output_dir:
+  python -m data_tools.synthetic.calibrate_demo --data_dir=DIR --train_seconds=120
 """
 import json
 import os
@@ -36,7 +38,7 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import tf_keras  # pylint: disable=g-import-not-at-top
 
-from data_tools import demo_dataset
+from data_tools.synthetic import demo_dataset
 from official_cvrl.utils import errors
 
 MODES = ('video', 'single_frame')
@@ -55,7 +57,7 @@ def list_split(data_dir: str, split: str) -> Tuple[List[str], np.ndarray, List[s
   split_dir = os.path.join(data_dir, split)
   if not os.path.isdir(split_dir):
     raise errors.UserInputError(f'{split_dir} does not exist; generate the data first with '
-                                f'`python -m data_tools.demo_dataset --output_dir={data_dir}`.')
+                                f'`python -m data_tools.synthetic.demo_dataset --output_dir={data_dir}`.')
   class_names = sorted(n for n in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, n)))
   paths, labels = [], []
   for index, name in enumerate(class_names):
@@ -209,8 +211,8 @@ DEFAULT_DATA_DIR = 'demo_output/raw_videos'
 def define_flags() -> None:
   """Defines the command-line flags (only when run as a program, so importing this module defines none)."""
   flags.DEFINE_string('data_dir', DEFAULT_DATA_DIR,
-                      'Root of <split>/<class>/*.mp4: a data_tools.demo_dataset --output_dir. The default is where '
-                      '`make demo` renders the videos.')
+                      'Root of <split>/<class>/*.mp4: a data_tools.synthetic.demo_dataset --output_dir. The default '
+                      'is where `make demo` renders the videos.')
   flags.DEFINE_string('train_split', 'train', 'Split to train on.')
   flags.DEFINE_string('test_split', 'test', 'Split to report accuracy on.')
   flags.DEFINE_list('modes', list(MODES), f'Runs to do, among {MODES}.')
@@ -229,7 +231,7 @@ def main(argv: Sequence[str]) -> None:
   f = flags.FLAGS
   if not os.path.isdir(f.data_dir):
     raise app.UsageError(f'--data_dir={f.data_dir} is not a folder. Render the demo videos first (`make demo`, or '
-                         f'python -m data_tools.demo_dataset --output_dir={f.data_dir}) or pass --data_dir.')
+                         f'python -m data_tools.synthetic.demo_dataset --output_dir={f.data_dir}) or pass --data_dir.')
   try:
     started = time.perf_counter()
     train_videos, train_labels, class_names = load_split(f.data_dir, f.train_split)

@@ -8,9 +8,9 @@ low-contrast distractor and a slight camera shake. The class is the object's MOT
   rotate_ccw / rotate_cw        rotation in place, 0.15-0.25 rad/frame, anticlockwise / clockwise on screen.
 
 Appearance never depends on the class, so a single frame cannot tell the classes apart (the calibration script
-`data_tools/calibrate_demo.py` checks that). Each video is cut into 2-3 segments at random frames; every segment
-draws a new object (shape, texture, colours, size), background and distractor look and a new speed while the
-motion direction and the object's position continue. Two clips from different segments of one video therefore
+`data_tools/synthetic/calibrate_demo.py` checks that). Each video is cut into 2-3 segments at random frames; every
+segment draws a new object (shape, texture, colours, size), background and distractor look and a new speed while
+the motion direction and the object's position continue. Two clips from different segments of one video therefore
 share the motion but not the look, as two moments of a real video do, which is what CVRL's temporal interval
 sampling relies on (paper Sec. 3.1).
 
@@ -28,16 +28,16 @@ Layout written (the folder-per-class input of the TFRecord converter):
 
 with splits train / val / test drawn from disjoint random streams. Output is a pure function of the flags other
 than --num_workers: the same pixels and, with the pinned PyAV/FFmpeg build, the same bytes on every x86 CPU (with
-or without AVX-512), in-process or in a worker. Geometry uses `data_tools.portable_math` (NumPy's SIMD sin/cos
-differ between CPUs in the last bit) and x264 runs its portable C code (its assembly is not repeatable on
-AVX-512 CPUs); tests/data_tools/demo_dataset_test.py checks both by forcing the older CPUs' code paths. Each video is encoded to a
-temporary file and renamed into place, so an interrupted run never leaves a truncated video under a class
-folder; re-running the same command resumes, skipping the finished videos.
+or without AVX-512), in-process or in a worker. Geometry uses `data_tools.synthetic.portable_math` (NumPy's SIMD
+sin/cos differ between CPUs in the last bit) and x264 runs its portable C code (its assembly is not repeatable on
+AVX-512 CPUs); tests/data_tools/synthetic/demo_dataset_test.py checks both by forcing the older CPUs' code paths.
+Each video is encoded to a temporary file and renamed into place, so an interrupted run never leaves a truncated
+video under a class folder; re-running the same command resumes, skipping the finished videos.
 
 Usage:
 
-  python -m data_tools.demo_dataset --output_dir=/tmp/cvrl_demo_videos
-  python -m data_tools.demo_dataset --output_dir=/tmp/big --num_train=20000 --frame_size=64 --num_frames=64
+  python -m data_tools.synthetic.demo_dataset --output_dir=/tmp/cvrl_demo_videos
+  python -m data_tools.synthetic.demo_dataset --output_dir=/tmp/big --num_train=20000 --frame_size=64 --num_frames=64
 """
 import colorsys
 import dataclasses
@@ -55,7 +55,7 @@ import av
 import av.video.reformatter
 import numpy as np
 
-from data_tools import portable_math as pm
+from data_tools.synthetic import portable_math as pm
 from official_cvrl.utils import errors
 
 # Sorted, so that a converter that sorts class folder names gives the label indices of this tuple.
@@ -503,7 +503,7 @@ def _manifest(params: Dict[str, Any], tasks: Sequence[_Task], complete: bool) ->
       'name': 'cvrl_demo_motion',
       'format_version': _FORMAT_VERSION,
       'status': 'complete' if complete else 'incomplete (generation running or interrupted; re-run to resume)',
-      'generator': 'python -m data_tools.demo_dataset',
+      'generator': 'python -m data_tools.synthetic.demo_dataset',
       'params': params,
       'classes': [{'index': i, 'name': n, 'description': CLASS_DESCRIPTIONS[n]} for i, n in enumerate(CLASS_NAMES)],
       'video_format': {'container': 'mp4', 'codec': 'h264 (libx264)', 'pix_fmt': 'yuv420p',

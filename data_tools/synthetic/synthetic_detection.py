@@ -1,7 +1,7 @@
 """A synthetic action-detection dataset in the AVA record format, for tests and the detection demo.
 
 Each record is one keyframe (the middle frame of a `num_frames` clip) of a scene with 1-3 "actors": the objects
-of the embedded demo dataset (`data_tools.demo_dataset`: same shapes, textures, colours and pixel sizes), each
+of the embedded demo dataset (`data_tools.synthetic.demo_dataset`: same shapes, textures, colours and pixel sizes), each
 doing one of its eight motion actions, so the detection classes are the demo's classes and an action can only
 be told from the motion, never from one frame:
 
@@ -15,7 +15,7 @@ keyframe. Proposals imitate a person detector: every actor's and bystander's box
 score in [0.85, 1] (the bystander is a proposal without ground truth: scoring it high for any action is a false
 positive), plus one background box scored 0.3, below the evaluation threshold of 0.8.
 
-    python -m data_tools.synthetic_detection --output_dir demo_output/detection_tfrecords
+    python -m data_tools.synthetic.synthetic_detection --output_dir demo_output/detection_tfrecords
 
 writes `train-0000S-of-00004.tfrecord` (--num_train keyframes), `val-00000-of-00001.tfrecord` (--num_val) and
 `label_map.pbtxt`. To try the real AVA toolchain instead, `--format=ava_movies` writes the same kind of scenes as
@@ -34,8 +34,8 @@ import numpy as np
 import tensorflow as tf
 
 from data_tools import ava
-from data_tools import demo_dataset
-from data_tools import portable_math as pm
+from data_tools.synthetic import demo_dataset
+from data_tools.synthetic import portable_math as pm
 from data_tools import shards
 from official_cvrl.utils import errors
 

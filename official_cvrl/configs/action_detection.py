@@ -15,7 +15,7 @@ detection head):
 - dropout 0.5 before the classifier, weight decay 1e-7, SGD momentum 0.9 without warm-up.
 
 Experiments: `cvrl_action_detection_ava` (the paper's) and `cvrl_action_detection_demo` (the synthetic detection
-data of `data_tools.synthetic_detection`, sized for a CPU).
+data of `data_tools.synthetic.synthetic_detection`, sized for a CPU).
 """
 import dataclasses
 from typing import Optional, Tuple
@@ -236,7 +236,7 @@ def cvrl_action_detection_ava() -> cfg.ExperimentConfig:
   return config
 
 
-# The synthetic detection data (`python -m data_tools.synthetic_detection`): 64x64 keyframe clips in which the
+# The synthetic detection data (`python -m data_tools.synthetic.synthetic_detection`): 64x64 keyframe clips in which the
 # pretraining demo's objects do its eight motion actions.
 DEMO_DETECTION_ROOT = 'demo_output/detection_tfrecords'
 # Few labelled keyframes, as in the semi-supervised protocol: that is where pretraining pays (docs/action_detection.md).

@@ -294,7 +294,7 @@ def cvrl_pretrain_kinetics600() -> cfg.ExperimentConfig:
   return pretrain_experiment(DATASETS['kinetics600'])
 
 
-# The embedded demo data (`python -m data_tools.demo_dataset`): 32x32 procedural videos of 48 frames, 8 motion
+# The embedded demo data (`python -m data_tools.synthetic.demo_dataset`): 32x32 procedural videos of 48 frames, 8 motion
 # classes; `make demo` writes its TFRecords to demo_output/tfrecords.
 DEMO_DATASET = DatasetPreset('cvrl_demo', 2000, 400, 8, 'train-*-of-*.tfrecord', 'val-*-of-*.tfrecord')
 DEMO_DATA_ROOT = 'demo_output/tfrecords'

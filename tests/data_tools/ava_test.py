@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_tools import ava
-from data_tools import synthetic_detection
+from data_tools.synthetic import synthetic_detection
 from official_cvrl.dataloaders import detection_input
 from official_cvrl.evaluation import ava_frame_map
 from tests.data_tools import video_fixtures

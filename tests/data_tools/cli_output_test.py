@@ -45,7 +45,7 @@ class CliOutputTest(tf.test.TestCase):
 
   def test_calibrate_demo_reads_the_demo_videos_by_default(self):
     # Run where no demo has been rendered: the error names the default folder and how to make it.
-    process = _run('data_tools.calibrate_demo', cwd=self.get_temp_dir())
+    process = _run('data_tools.synthetic.calibrate_demo', cwd=self.get_temp_dir())
     self.assertEqual(process.returncode, 1)
     self.assertIn('--data_dir=demo_output/raw_videos is not a folder. Render the demo videos first (`make demo`',
                   process.stderr)

@@ -16,7 +16,7 @@ from official_cvrl.dataloaders import detection_input
 from official_cvrl.evaluation import ava_frame_map
 from official_cvrl.tasks import action_detection
 from data_tools import ava
-from data_tools import synthetic_detection
+from data_tools.synthetic import synthetic_detection
 from tests.utils import checkpoints_test
 
 

@@ -1,4 +1,4 @@
-"""Tests for the embedded demo dataset generator (data_tools/demo_dataset.py) and its calibration helpers.
+"""Tests for the embedded demo dataset generator (data_tools/synthetic/demo_dataset.py) and its calibration helpers.
 
 Motion is checked from the DECODED video files with independent estimators: phase correlation on the torus for
 translation (the object wraps around the frame edges, so consecutive frames are near-circular shifts) and angular
@@ -17,19 +17,19 @@ import av
 import numpy as np
 import tensorflow as tf
 
-from data_tools import calibrate_demo
-from data_tools import demo_dataset
+from data_tools.synthetic import calibrate_demo
+from data_tools.synthetic import demo_dataset
 from official_cvrl.utils import errors
 
 _TINY = dict(num_train=8, num_val=3, num_test=5, num_frames=8, frame_size=32, num_workers=1)
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 # Run in a fresh interpreter under each CPU code path: hashes of rendered demo and detection frames (pure NumPy)
 # and of their encoded mp4 bytes.
 _FINGERPRINT_SCRIPT = r"""
 import hashlib, os, sys, tempfile
 import numpy as np
-from data_tools import demo_dataset, synthetic_detection
+from data_tools.synthetic import demo_dataset, synthetic_detection
 frames_hash, bytes_hash = hashlib.sha256(), hashlib.sha256()
 with tempfile.TemporaryDirectory() as tmp:
   for index, class_name in enumerate(demo_dataset.split_labels(0, 'train', 16)):
@@ -183,7 +183,7 @@ class DemoDatasetTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_same_pixels_and_bytes_on_every_cpu_code_path(self):
     # The worker-count test cannot see CPU dependence on one machine; forcing the older code paths can. Before the
-    # renderers used data_tools.portable_math, NumPy's AVX-512 and AVX2 sin/cos/arctan2 gave different pixels.
+    # renderers used data_tools.synthetic.portable_math, NumPy's AVX-512 and AVX2 sin/cos/arctan2 gave different pixels.
     fingerprints = {}
     for name, overrides in _CPU_CODE_PATHS.items():
       env = {k: v for k, v in os.environ.items() if k not in ('NPY_DISABLE_CPU_FEATURES', 'OPENBLAS_CORETYPE',

@@ -1,10 +1,10 @@
-"""Tests for data_tools/portable_math.py against float64 references and exact grid arithmetic."""
+"""Tests for data_tools/synthetic/portable_math.py against float64 references and exact grid arithmetic."""
 import math
 
 import numpy as np
 import tensorflow as tf
 
-from data_tools import portable_math as pm
+from data_tools.synthetic import portable_math as pm
 
 
 class PortableMathTest(tf.test.TestCase):

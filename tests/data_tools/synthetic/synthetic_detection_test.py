@@ -1,4 +1,4 @@
-"""Tests for the synthetic action-detection data (data_tools/synthetic_detection.py).
+"""Tests for the synthetic action-detection data (data_tools/synthetic/synthetic_detection.py).
 
 Motion and boxes are measured from the rendered pixels: each actor is rendered alone over the same background
 and noise as an empty scene, so the difference of the two is that actor and nothing else. The expected motion
@@ -11,8 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from data_tools import ava
-from data_tools import demo_dataset
-from data_tools import synthetic_detection
+from data_tools.synthetic import demo_dataset
+from data_tools.synthetic import synthetic_detection
 from official_cvrl.dataloaders import detection_input
 from official_cvrl.dataloaders import detection_keys
 from official_cvrl.dataloaders import feature_keys
