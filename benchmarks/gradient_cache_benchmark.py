@@ -33,7 +33,7 @@ flags.DEFINE_list('feature_shape', ['8', '32', '32', '3'], 'Clip shape [frames, 
 flags.DEFINE_integer('small_batch', 16, 'Videos per batch of the ordinary small step.')
 flags.DEFINE_integer('large_batch', 256, 'Videos per batch of the large ordinary step and of the cached step.')
 flags.DEFINE_integer('chunk_size', 32, 'Rows (clips) per chunk of the cached step; divides 2 x large_batch.')
-flags.DEFINE_integer('steps', 3, 'Timed steps per configuration (after one warm-up step).')
+flags.DEFINE_integer('steps', 3, 'Timed steps per configuration (after one warm-up step); 0: peak memory only.')
 flags.DEFINE_list('configs', ['small', 'large', 'cached'], 'Which configurations to run.')
 flags.DEFINE_string('_worker', None, 'Internal: run one configuration given as JSON and print its result.')
 
@@ -62,11 +62,17 @@ def run_one(spec):
   start = time.perf_counter()
   for _ in range(spec['steps']):
     step(batch).numpy()
-  seconds = (time.perf_counter() - start) / spec['steps']
+  # --steps=0 measures memory only: one step (with tracing) sets the peak, and a second one of a large cached
+  # batch would cost as long again on a CPU.
+  seconds = (time.perf_counter() - start) / spec['steps'] if spec['steps'] else None
   result = {'seconds_per_step': seconds, 'peak_rss_gb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
   if tf.config.list_physical_devices('GPU'):
     result['peak_gpu_gb'] = tf.config.experimental.get_memory_info('GPU:0')['peak'] / 2**30
   return result
+
+
+def _seconds(result):
+  return '-' if result['seconds_per_step'] is None else f'{result["seconds_per_step"]:.2f}'
 
 
 def main(_):
@@ -96,10 +102,10 @@ def main(_):
   print('| --- | --- | --- | --- | --- |')
   for name, result in results.items():
     print(f'| {name} | {specs[name]["batch"]} | {specs[name]["chunk_size"] or "-"} '
-          f'| {result["seconds_per_step"]:.2f} | {result["peak_rss_gb"]:.2f} |')
+          f'| {_seconds(result)} | {result["peak_rss_gb"]:.2f} |')
   if 'cached' in results and 'small' in results:
     print(f'cached / small memory: {results["cached"]["peak_rss_gb"] / results["small"]["peak_rss_gb"]:.2f}x')
-  if 'cached' in results and 'large' in results:
+  if 'cached' in results and 'large' in results and FLAGS.steps:
     print(f'cached / large time: {results["cached"]["seconds_per_step"] / results["large"]["seconds_per_step"]:.2f}x')
 
 
