@@ -35,7 +35,7 @@ Flags shared with the benchmarks it imports: `--experiment`, `--per_replica_batc
   python -m benchmarks.end_to_end_benchmark --clip_sizes=112,224 --per_replica_batch=8 \
       --precisions=float32,float16 --xla=false,true --data_dir=/tmp/cvrl_bench     # GPU host, every GPU
   python -m benchmarks.end_to_end_benchmark --clip_sizes=112,224 --per_replica_batch=1 --steps=3 --rounds=2 \
-      --seconds=8 --data_dir=/tmp/cvrl_bench                   # 2-core CPU: ~16 minutes, peak RSS ~10 GB
+      --seconds=8 --data_dir=/tmp/cvrl_bench                   # 2-core CPU: ~16 minutes, peak RSS ~10 GiB
 """
 import copy
 import dataclasses
@@ -302,8 +302,8 @@ def measure_side(side: Side, settings: Settings,
   return rates
 
 
-def peak_rss_gb() -> float:
-  """Peak resident memory of this process so far (Linux reports KiB)."""
+def peak_rss_gib() -> float:
+  """Peak resident memory of this process so far, GiB (Linux reports KiB)."""
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
@@ -347,7 +347,7 @@ def machine_description() -> str:
 
 
 def format_table(clip_shape: Sequence[int], results: Dict[str, Dict[str, Tuple[float, float]]],
-                 peak_gb: float) -> str:
+                 peak_gib: float) -> str:
   """Markdown: per side and measure, pairs/s, pairs per CPU-second and CPU-milliseconds per pair (where the time
   goes), then ours / Model Garden by both rates."""
   clip = 'x'.join(str(d) for d in clip_shape[:3])
@@ -364,7 +364,7 @@ def format_table(clip_shape: Sequence[int], results: Dict[str, Dict[str, Tuple[f
     lines.append(f'| ours / Model Garden, {label} | ' + ' | '.join(ratios) + ' |')
   wall, cpu = (results[OURS][END_TO_END][i] / results[MODEL_GARDEN][END_TO_END][i] for i in range(2))
   lines.append(f'\nours / Model Garden end to end: {wall:.2f}x (pairs/s), {cpu:.2f}x (pairs/CPU-s); '
-               f'peak RSS of the process so far {peak_gb:.1f} GB')
+               f'peak RSS of the process so far {peak_gib:.1f} GiB')
   return '\n'.join(lines)
 
 
@@ -403,7 +403,7 @@ def main(_):
             raise
           print(f'skipped: {devices[0]} cannot run it ({reason})', flush=True)
           continue
-        print(format_table(settings.clip_shape, results, peak_rss_gb()), flush=True)
+        print(format_table(settings.clip_shape, results, peak_rss_gib()), flush=True)
         print(f'load average at end {os.getloadavg()[0]:.2f}', flush=True)
 
 

@@ -37,7 +37,7 @@ class EndToEndBenchmarkTest(tf.test.TestCase):
         for rate in (per_second, per_cpu_second):
           self.assertTrue(math.isfinite(rate) and rate > 0, msg=f'{side} {measure}: {rates}')
 
-    table = end_to_end_benchmark.format_table(settings.clip_shape, results, peak_gb=1.0)
+    table = end_to_end_benchmark.format_table(settings.clip_shape, results, peak_gib=1.0)
     self.assertIn('| clip 4x32x32 | end to end |', table)
     self.assertIn('| model_garden pairs/CPU-s |', table)
     self.assertRegex(table, r'ours / Model Garden end to end: \d+\.\d\dx \(pairs/s\), \d+\.\d\dx \(pairs/CPU-s\)')
