@@ -66,7 +66,8 @@ def chunked_minimize(images: tf.Tensor,
     raise ValueError(f'gradient caching needs a static replica batch divisible by the chunk size; got batch '
                      f'{batch} and chunk size {chunk_size}.')
   num_chunks = batch // chunk_size
-  raw_chunks = [images[i * chunk_size:(i + 1) * chunk_size] for i in range(num_chunks)]
+  # [num_chunks, chunk_size, ...]: indexing it with the loop counter gives a chunk of static shape.
+  raw_chunks = tf.reshape(images, [num_chunks, chunk_size] + images.shape[1:].as_list())
 
   def chunk_inputs(index):
     return preprocess(raw_chunks[index], index) if preprocess is not None else raw_chunks[index]
@@ -74,15 +75,22 @@ def chunked_minimize(images: tf.Tensor,
   num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
   loss_scaling = isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
 
+  # The chunks are loops, not unrolled copies: one chunk's ops exist once in the graph whatever the number of
+  # chunks, so the graph, its kernels' buffers (oneDNN scratchpads, per op) and the memory stay those of one
+  # chunk (unrolled, the peak grew by ~0.1 GB per extra chunk of the demo model). `parallel_iterations=1` runs
+  # the iterations one after another, so only one chunk's activations are ever alive.
+  def more_chunks(index, _):
+    return index < num_chunks
+
   # Pass 1: embeddings only; nothing is recorded, so each chunk's activations are freed once it is embedded.
-  # In a graph the chunks do not depend on each other and TensorFlow would run them concurrently, holding every
-  # chunk's activations at once: control dependencies make each chunk wait for the previous one.
-  pieces = []
-  for index in range(num_chunks):
-    with tf.control_dependencies(pieces[-1:]):
-      outputs = model(chunk_inputs(index), training=True)[output_key]
-    pieces.append(tf.stop_gradient(tf.cast(outputs, tf.float32)))
-  embeddings = tf.concat(pieces, axis=0)
+  def embed(index, pieces):
+    outputs = model(chunk_inputs(index), training=True)[output_key]
+    return index + 1, pieces.write(index, tf.stop_gradient(tf.cast(outputs, tf.float32)))
+
+  _, pieces = tf.while_loop(more_chunks, embed, (tf.constant(0), tf.TensorArray(tf.float32, size=num_chunks)),
+                            parallel_iterations=1)
+  stacked = pieces.stack()
+  embeddings = tf.reshape(stacked, [batch, stacked.shape[-1] if stacked.shape[-1] is not None else -1])
 
   # The loss and its gradient with respect to the embeddings (through the cross-replica gather, if any).
   with tf.GradientTape() as tape:
@@ -91,24 +99,23 @@ def chunked_minimize(images: tf.Tensor,
     scaled = loss / num_replicas
     if loss_scaling:
       scaled = optimizer.get_scaled_loss(scaled)
-  embedding_grads = tape.gradient(scaled, embeddings)
+  embedding_grads = tf.reshape(tape.gradient(scaled, embeddings), [num_chunks, chunk_size, -1])
 
   # Pass 2: re-run each chunk under a tape and push its slice of the embedding gradient to the weights. Batch
   # norm statistics were already updated by pass 1: keep them and restore them after this pass.
   statistics = _batch_norm_statistics(model)
   saved = [tf.identity(v) for v in statistics]
   variables = model.trainable_variables
-  grads = [tf.zeros_like(v) for v in variables]
-  for index in range(num_chunks):
-    # The next chunk's forward pass starts after this chunk's gradients exist (one chunk of activations alive).
-    with tf.control_dependencies(grads if index else [embedding_grads]):
-      chunk = chunk_inputs(index)
-      with tf.GradientTape() as tape:
-        outputs = tf.cast(model(chunk, training=True)[output_key], tf.float32)
-    chunk_grads = tape.gradient(outputs, variables,
-                                output_gradients=embedding_grads[index * chunk_size:(index + 1) * chunk_size],
+
+  def backpropagate(index, grads):
+    with tf.GradientTape() as tape:
+      outputs = tf.cast(model(chunk_inputs(index), training=True)[output_key], tf.float32)
+    chunk_grads = tape.gradient(outputs, variables, output_gradients=embedding_grads[index],
                                 unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    grads = [g + c for g, c in zip(grads, chunk_grads)]
+    return index + 1, [g + c for g, c in zip(grads, chunk_grads)]
+
+  _, grads = tf.while_loop(more_chunks, backpropagate, (tf.constant(0), [tf.zeros_like(v) for v in variables]),
+                           parallel_iterations=1)
   for variable, value in zip(statistics, saved):
     variable.assign(value)
 
