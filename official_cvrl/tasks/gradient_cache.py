@@ -18,7 +18,9 @@ per chunk, by pass 1; pass 2's updates are undone. Dropout or other randomness i
 between the passes; the CVRL model has none.
 
 Pure TensorFlow, usable under any distribution strategy, in a `tf.function` and with `jit_compile`; chunks are
-sliced with static sizes, so the replica batch must have a static size divisible by the chunk size.
+sliced with static sizes, so the replica batch must have a static size divisible by the chunk size. Each pass is
+a `tf.while_loop` over the chunks, so memory does not grow with their number; synchronised batch norm under a
+Mirrored-type strategy cannot run in a loop body, and then the chunks are unrolled (`needs_unrolled_chunks`).
 """
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -29,6 +31,37 @@ import tf_keras
 def _batch_norm_statistics(model: tf_keras.Model) -> List[tf.Variable]:
   """The moving mean/variance variables of every batch norm layer (what a training-mode call updates)."""
   return [v for v in model.non_trainable_variables if 'moving_' in v.name]
+
+
+def needs_unrolled_chunks(model: tf_keras.Model) -> bool:
+  """Whether the chunks must be unrolled in the graph instead of looped.
+
+  Synchronised batch norm is a cross-replica reduction; under Mirrored-type strategies that reduction is a
+  `merge_call`, which TensorFlow does not allow inside a `tf.while_loop` body (even with one replica). TPUs
+  reduce with an op that loops fine, and without a strategy there is nothing to synchronise.
+  """
+  if not tf.distribute.has_strategy() or isinstance(tf.distribute.get_strategy(), tf.distribute.TPUStrategy):
+    return False
+  return any(getattr(layer, 'synchronized', False) for layer in model.submodules)
+
+
+def _for_each_chunk(num_chunks: int, body: Callable[[tf.Tensor, Any], Any], state: Any, unrolled: bool) -> Any:
+  """`state = body(index, state)` for every chunk index, strictly one chunk after another.
+
+  Looped (`tf.while_loop`, `parallel_iterations=1`), the graph holds one chunk's ops whatever the number of
+  chunks, so its size, the kernels' own buffers (oneDNN scratchpads are per op) and the peak memory stay those
+  of one chunk: unrolled, the demo model's peak grew by ~0.1 GB per extra chunk. Unrolled (see
+  `needs_unrolled_chunks`), control dependencies on the previous state stop TensorFlow from running the
+  independent chunks concurrently, which would hold every chunk's activations at once.
+  """
+  if not unrolled:
+    return tf.while_loop(lambda index, _: index < num_chunks, lambda index, s: (index + 1, body(index, s)),
+                         (tf.constant(0), state), parallel_iterations=1)[1]
+  for index in range(num_chunks):
+    previous = [state.flow] if isinstance(state, tf.TensorArray) else tf.nest.flatten(state)
+    with tf.control_dependencies(previous):
+      state = body(tf.constant(index), state)
+  return state
 
 
 def chunked_minimize(images: tf.Tensor,
@@ -75,20 +108,14 @@ def chunked_minimize(images: tf.Tensor,
   num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
   loss_scaling = isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
 
-  # The chunks are loops, not unrolled copies: one chunk's ops exist once in the graph whatever the number of
-  # chunks, so the graph, its kernels' buffers (oneDNN scratchpads, per op) and the memory stay those of one
-  # chunk (unrolled, the peak grew by ~0.1 GB per extra chunk of the demo model). `parallel_iterations=1` runs
-  # the iterations one after another, so only one chunk's activations are ever alive.
-  def more_chunks(index, _):
-    return index < num_chunks
+  unrolled = needs_unrolled_chunks(model)
 
   # Pass 1: embeddings only; nothing is recorded, so each chunk's activations are freed once it is embedded.
   def embed(index, pieces):
     outputs = model(chunk_inputs(index), training=True)[output_key]
-    return index + 1, pieces.write(index, tf.stop_gradient(tf.cast(outputs, tf.float32)))
+    return pieces.write(index, tf.stop_gradient(tf.cast(outputs, tf.float32)))
 
-  _, pieces = tf.while_loop(more_chunks, embed, (tf.constant(0), tf.TensorArray(tf.float32, size=num_chunks)),
-                            parallel_iterations=1)
+  pieces = _for_each_chunk(num_chunks, embed, tf.TensorArray(tf.float32, size=num_chunks), unrolled)
   stacked = pieces.stack()
   embeddings = tf.reshape(stacked, [batch, stacked.shape[-1] if stacked.shape[-1] is not None else -1])
 
@@ -112,10 +139,11 @@ def chunked_minimize(images: tf.Tensor,
       outputs = tf.cast(model(chunk_inputs(index), training=True)[output_key], tf.float32)
     chunk_grads = tape.gradient(outputs, variables, output_gradients=embedding_grads[index],
                                 unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return index + 1, [g + c for g, c in zip(grads, chunk_grads)]
+    return [g + c for g, c in zip(grads, chunk_grads)]
 
-  _, grads = tf.while_loop(more_chunks, backpropagate, (tf.constant(0), [tf.zeros_like(v) for v in variables]),
-                           parallel_iterations=1)
+  with tf.control_dependencies([embedding_grads]):  # Unrolled, chunk 0's pass 2 starts after pass 1.
+    zeros = [tf.zeros_like(v) for v in variables]
+  grads = _for_each_chunk(num_chunks, backpropagate, zeros, unrolled)
   for variable, value in zip(statistics, saved):
     variable.assign(value)
 

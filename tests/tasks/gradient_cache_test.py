@@ -167,6 +167,37 @@ class GradientCacheTest(tf.test.TestCase):
     for va, vb in zip(cached.trainable_variables, single.trainable_variables):
       self.assertAllClose(va, vb, rtol=1e-4, atol=1e-5, msg=va.name)
 
+  def test_sync_batch_norm_under_mirrored_unrolls_and_equals_plain_batch_norm(self):
+    # Sync BN cannot run in a while loop under MirroredStrategy (merge_call), so its chunks are unrolled. With the
+    # same rows on both replicas, synchronised statistics equal per-replica ones: the unrolled sync-BN step must
+    # give exactly the looped plain-BN step.
+    strategy = two_replica_strategy(self, 'mirrored')
+    images = _images(rows=8)
+
+    def build(synchronized):
+      with strategy.scope():
+        tf_keras.utils.set_random_seed(0)
+        inputs = tf_keras.Input([5])
+        x = tf_keras.layers.Dense(8)(inputs)
+        x = tf_keras.layers.BatchNormalization(momentum=0.9, synchronized=synchronized)(x)
+        model = tf_keras.Model(inputs, {'projection': tf_keras.layers.Dense(_DIM)(tf_keras.layers.ReLU()(x))})
+        model(tf.zeros([1, 5]), training=False)
+        return model, tf_keras.optimizers.SGD(0.5)
+
+    states = []
+    for synchronized in (True, False):
+      model, optimizer = build(synchronized)
+      with strategy.scope():
+        self.assertEqual(gradient_cache.needs_unrolled_chunks(model), synchronized)
+      distributed = strategy.experimental_distribute_values_from_function(lambda _: images)
+      step = tf.function(lambda x, m=model, o=optimizer: strategy.run(
+          lambda v: gradient_cache.chunked_minimize(v, m, o, _loss, _CHUNK)[0], (x,)))
+      step(distributed)
+      states.append([v.numpy() for v in model.variables])
+    for synced, plain in zip(*states):
+      self.assertAllClose(synced, plain, rtol=1e-5, atol=1e-6)
+    self.assertFalse(gradient_cache.needs_unrolled_chunks(build(True)[0]))  # No strategy outside its scope.
+
   def test_batch_not_divisible_by_chunk_is_rejected(self):
     with self.assertRaisesRegex(ValueError, 'divisible by the chunk size'):
       gradient_cache.chunked_minimize(_images(rows=10), _model(), tf_keras.optimizers.SGD(0.1), _loss, 4)
