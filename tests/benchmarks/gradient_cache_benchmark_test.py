@@ -1,28 +1,31 @@
-"""Tests of benchmarks/gradient_cache_benchmark.py's worker: each configuration runs a real step and reports it.
+"""Tests of benchmarks/gradient_cache_benchmark.py through its command line, as a user runs it.
 
-The demo model on 4x32x32 clips, in-process (the script runs each configuration in its own process only so that
-peak RSS is per configuration): one cached step of two chunks, about 15 CPU-seconds, most of it tracing.
+The script defines absl flags at import (as the other benchmark scripts do, some with the same names), so it
+runs in its own process here. The demo model on 4x32x32 clips: one cached step of two chunks with `--steps=0`
+(memory only), about 20 CPU-seconds, most of it starting TensorFlow and tracing.
 """
-import math
+import os
+import re
+import subprocess
+import sys
 
 import tensorflow as tf
 
-from benchmarks import gradient_cache_benchmark
-
-
-def _spec(batch, chunk_size, steps):
-  return dict(experiment='cvrl_pretrain_demo', feature_shape=[4, 32, 32, 3], batch=batch, chunk_size=chunk_size,
-              steps=steps)
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class GradientCacheBenchmarkTest(tf.test.TestCase):
 
-  def test_cached_step_runs_and_steps_zero_reports_memory_only(self):
-    result = gradient_cache_benchmark.run_one(_spec(batch=4, chunk_size=4, steps=0))
-    self.assertIsNone(result['seconds_per_step'])
-    self.assertGreater(result['peak_rss_gb'], 0.1)
-    self.assertEqual(gradient_cache_benchmark._seconds(result), '-')  # pylint: disable=protected-access
-    self.assertEqual(gradient_cache_benchmark._seconds({'seconds_per_step': 1.234}), '1.23')  # pylint: disable=protected-access
+  def test_memory_only_run_prints_a_row_without_time(self):
+    proc = subprocess.run(
+        [sys.executable, '-m', 'benchmarks.gradient_cache_benchmark', '--experiment=cvrl_pretrain_demo',
+         '--feature_shape=4,32,32,3', '--large_batch=4', '--chunk_size=4', '--steps=0', '--configs=cached'],
+        cwd=_ROOT, capture_output=True, text=True, timeout=600, check=False)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    # Batch 4 (8 clips) in chunks of 4 clips; no time with --steps=0; a peak RSS in GB.
+    row = re.search(r'^\| cached \| 4 \| 4 \| - \| (\d+\.\d+) \|$', proc.stdout, re.MULTILINE)
+    self.assertIsNotNone(row, proc.stdout)
+    self.assertGreater(float(row.group(1)), 0.1)
 
 
 if __name__ == '__main__':
