@@ -138,28 +138,36 @@ class ModelGardenPretrainTask(video_ssl_pretrain.VideoSSLPretrainTask):
              'reg_loss': l2_loss})
 
 
+def _set_precision(config: cfg.ExperimentConfig, settings: Settings) -> None:
+  config.runtime.mixed_precision_dtype = settings.precision
+  config.runtime.loss_scale = 'dynamic' if settings.precision == 'float16' else None
+
+
+def _with_data(config: cfg.ExperimentConfig, settings: Settings, global_batch_size: int) -> cfg.ExperimentConfig:
+  """The same records, clip shape and batch on both sides; validated."""
+  for data in (config.task.train_data, config.task.validation_data):
+    data.input_path = settings.file_pattern
+    data.feature_shape = tuple(settings.clip_shape)
+  config.task.train_data.global_batch_size = global_batch_size
+  config.validate()
+  return config
+
+
 def our_experiment(settings: Settings, global_batch_size: int) -> cfg.ExperimentConfig:
   """Our registered experiment with the benchmark's data, clip shape, batch, precision and R3D depth."""
   config = exp_factory.get_exp_config(settings.experiment)
-  config.runtime.mixed_precision_dtype = settings.precision
-  config.runtime.loss_scale = 'dynamic' if settings.precision == 'float16' else None
+  _set_precision(config, settings)
   task = config.task
   task.model.backbone.type = 'r3d'
   task.model.backbone.r3d.model_id = settings.model_id
   task.model.norm_activation.use_sync_bn = False
-  for data in (task.train_data, task.validation_data):
-    data.input_path = settings.file_pattern
-    data.feature_shape = tuple(settings.clip_shape)
-  task.train_data.global_batch_size = global_batch_size
-  config.validate()
-  return config
+  return _with_data(config, settings, global_batch_size)
 
 
 def model_garden_experiment(settings: Settings, global_batch_size: int) -> cfg.ExperimentConfig:
   """Model Garden's video_ssl experiment, its backbone configured as CVRL's R3D (see the module docstring)."""
   config = exp_factory.get_exp_config(settings.model_garden_experiment)
-  config.runtime.mixed_precision_dtype = settings.precision
-  config.runtime.loss_scale = 'dynamic' if settings.precision == 'float16' else None
+  _set_precision(config, settings)
   task = config.task
   blocks_per_stage = [spec[-1] for spec in resnet_3d.RESNET_SPECS[settings.model_id]]
   task.model.backbone = backbones_3d.Backbone3D(type='resnet_3d', resnet_3d=backbones_3d.ResNet3D(
@@ -170,12 +178,7 @@ def model_garden_experiment(settings: Settings, global_batch_size: int) -> cfg.E
                         for kernel, blocks in zip((1, 1, 3, 3), blocks_per_stage))))
   task.model.norm_activation.use_sync_bn = False
   task.model.hidden_norm_activation.use_sync_bn = False
-  for data in (task.train_data, task.validation_data):
-    data.input_path = settings.file_pattern
-    data.feature_shape = tuple(settings.clip_shape)
-  task.train_data.global_batch_size = global_batch_size
-  config.validate()
-  return config
+  return _with_data(config, settings, global_batch_size)
 
 
 @dataclasses.dataclass
