@@ -19,15 +19,24 @@ Stages:
      AVA format (the demo's objects doing its motion actions, several per scene, 128 labelled keyframes), and
      official_cvrl.train fine-tunes the detector (cvrl_action_detection_demo) from the pretrained backbone and
      from a random one, reporting frame mAP@0.5 with the official AVA protocol;
-  7. a results table (printed, and saved as results.md / results.json) and the pretraining curves (PNG).
+  7. a results table (printed, and saved as results.md / results.json, with each stage's wall-clock and CPU
+     time) and the pretraining curves (PNG).
+
+After the conversion the stages run in two lanes side by side (`--lanes=2`, the default): the pretrained lane
+(3, 4, 5 and 6 for the pretrained backbone) and the baseline lane (the detection data, then 4, 5 and 6 for the
+random backbone), which needs nothing from the other. A stage does not keep two cores busy all the time (process
+start-up, graph tracing, evaluation, checkpoints), and the other lane fills those gaps. `--lanes=1` runs every
+stage in order. If a stage fails, the other lane's running stage is stopped and the demo exits with the failing
+stage's code.
 """
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -40,6 +49,8 @@ flags.DEFINE_integer('num_val', None, 'Validation videos to generate (generator 
 flags.DEFINE_integer('num_test', None, 'Test videos to generate (generator default when unset).')
 flags.DEFINE_integer('workers', 2, 'Processes for video generation and conversion.')
 flags.DEFINE_bool('detection', True, 'Also run the action-detection protocol (stage 6, about 4 minutes).')
+flags.DEFINE_integer('lanes', 2, 'After the conversion, run the pretrained and the random-baseline stages side by '
+                     'side (2) or every stage in order (1).', lower_bound=1, upper_bound=2)
 
 FLAGS = flags.FLAGS
 
@@ -50,13 +61,44 @@ _PROGRESS = re.compile(r'(train \| step|eval \| step|videos? .*(/s|ETA)|rendered
 _NOISE = re.compile(r'cuInit|cuda|TensorRT|oneDNN|Customized initialization')
 
 
+class _Stages:
+  """What the running stages share: their processes, a failure flag and each stage's time."""
+
+  def __init__(self):
+    self.lock = threading.Lock()
+    self.processes: List[subprocess.Popen] = []
+    self.failed = threading.Event()
+    self.times: List[Dict[str, object]] = []
+
+  def fail(self) -> None:
+    """Marks the demo as failed and stops the stages still running in the other lane."""
+    self.failed.set()
+    with self.lock:
+      for process in self.processes:
+        if process.poll() is None:
+          process.terminate()
+
+
+_STAGES = _Stages()
+_LANE = threading.local()  # The name of the lane a thread runs (`name`), for its progress lines.
+
+
 def _print(message: str) -> None:
-  print(message, flush=True)
+  with _STAGES.lock:
+    print(message, flush=True)
 
 
 def run_stage(name: str, command: Sequence[str], log_path: str) -> None:
-  """Runs `command`, streaming its output to `log_path` and progress lines to stdout; exits on failure."""
-  _print(f'\n=== {name}\n    $ {" ".join(command)}\n    (full log: {log_path})')
+  """Runs `command`, streaming its output to `log_path` and progress lines to stdout; exits on failure.
+
+  When two lanes print at once, the lane's name prefixes the progress lines. The stage's wall-clock time and its
+  process tree's CPU time (from wait4, so only this stage's, even with another lane running) go to the results.
+  """
+  lane = getattr(_LANE, 'name', None)
+  prefix = f'[{lane}] ' if lane else ''
+  if _STAGES.failed.is_set():  # The other lane failed while this one was between stages.
+    raise SystemExit(1)
+  _print(f'\n=== {prefix}{name}\n    $ {" ".join(command)}\n    (full log: {log_path})')
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   start = time.time()
   tail: List[str] = []
@@ -64,20 +106,76 @@ def run_stage(name: str, command: Sequence[str], log_path: str) -> None:
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONUNBUFFERED='1')
   with open(log_path, 'a') as log, subprocess.Popen(
       command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as process:
+    with _STAGES.lock:
+      _STAGES.processes.append(process)
     for line in process.stdout:
       log.write(line)
       tail = (tail + [line.rstrip()])[-25:]
       shown = _shorten(line.strip())
       if _PROGRESS.search(shown) and not _NOISE.search(shown) and shown != last_shown:
-        _print('    ' + shown)
+        _print('    ' + prefix + shown)
         last_shown = shown  # absl and Python logging may both echo the same line.
-    code = process.wait()
+    _, status, usage = os.wait4(process.pid, 0)  # Reaps the child here to read its own resource usage.
+    process.returncode = code = os.waitstatus_to_exitcode(status)
+    with _STAGES.lock:
+      _STAGES.processes.remove(process)
   if code != 0:
+    if _STAGES.failed.is_set():
+      _print(f'    {prefix}{name}: stopped, because a stage of the other lane failed (log: {log_path})')
+      raise SystemExit(code)
+    _STAGES.fail()
     _print('\n'.join(['    | ' + l for l in tail]))
     _print(f'error: stage "{name}" failed (exit code {code}); see {log_path}. Fix the cause and rerun '
            '`make demo`: finished stages are skipped.')
     sys.exit(code)
-  _print(f'    {name}: done in {time.time() - start:.0f} s')
+  wall, cpu = time.time() - start, usage.ru_utime + usage.ru_stime
+  with _STAGES.lock:
+    _STAGES.times.append({'stage': name, 'wall_seconds': round(wall, 1), 'cpu_seconds': round(cpu, 1)})
+  _print(f'    {prefix}{name}: done in {wall:.0f} s ({cpu:.0f} s of CPU)')
+
+
+def run_lanes(lanes: Sequence[Tuple[str, Callable[[], None]]], parallel: bool) -> None:
+  """Runs (name, lane) one after another or each in its own thread; exits with the first failing stage's code."""
+  if not parallel:
+    for _, lane in lanes:
+      lane()
+    return
+  codes: List[object] = []
+
+  def target(name, lane):
+    _LANE.name = name
+    try:
+      lane()
+    except SystemExit as e:
+      codes.append(e.code)
+    except BaseException:  # A bug in the driver itself: stop the other lane too, then let it surface.
+      codes.append(1)
+      _STAGES.fail()
+      raise
+
+  threads = [threading.Thread(target=target, args=lane) for lane in lanes]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+  failures = [c for c in codes if c not in (0, None)]
+  if failures or _STAGES.failed.is_set():
+    sys.exit(failures[0] if failures else 1)
+
+
+class _Once:
+  """A stage both lanes need (the detection data): the first caller runs it, the other waits for its result."""
+
+  def __init__(self, fn: Callable[[], str]):
+    self._fn = fn
+    self._lock = threading.Lock()
+    self._value: Optional[str] = None
+
+  def __call__(self) -> str:
+    with self._lock:
+      if self._value is None:
+        self._value = self._fn()
+      return self._value
 
 
 def _shorten(line: str, width: int = 150) -> str:
@@ -272,8 +370,13 @@ def read_retrieval(results_path: str) -> Optional[Dict[str, float]]:
 
 def results_table(output_dir: str, pretrain_dir: str, eval_dirs: Dict[str, str], export_dir: str,
                   detection_dirs: Optional[Dict[str, str]] = None,
-                  retrieval_files: Optional[Dict[str, str]] = None) -> str:
-  """Writes results.json / results.md from the runs' summaries and returns the Markdown table."""
+                  retrieval_files: Optional[Dict[str, str]] = None,
+                  stage_times: Sequence[Dict[str, object]] = (), total_seconds: Optional[float] = None) -> str:
+  """Writes results.json / results.md from the runs' summaries and returns the Markdown table.
+
+  `stage_times` are the stages this call ran (skipped, finished stages have none); they and `total_seconds` go to
+  results.json and below the table in results.md, so a run's cost is recorded next to its numbers.
+  """
   pretrain_validation = read_scalars(os.path.join(pretrain_dir, 'validation'))
   rows = []
   for name, model_dir in eval_dirs.items():
@@ -291,6 +394,9 @@ def results_table(output_dir: str, pretrain_dir: str, eval_dirs: Dict[str, str],
       'pretrain_validation_contrastive_accuracy': _last(pretrain_validation, 'contrastive_accuracy'),
       'pretrain_validation_contrastive_loss': _last(pretrain_validation, 'contrastive_loss'),
       'saved_model': export_dir,
+      'lanes': FLAGS.lanes,
+      'stage_seconds': list(stage_times),
+      'total_seconds': None if total_seconds is None else round(total_seconds, 1),
   }
 
   def pct(value):
@@ -310,11 +416,19 @@ def results_table(output_dir: str, pretrain_dir: str, eval_dirs: Dict[str, str],
   lines.append(f'CVRL pretraining, held-out contrastive accuracy (positive ranked first): '
                f'{pct(results["pretrain_validation_contrastive_accuracy"])}')
   table = '\n'.join(lines)
+  timing = ''
+  if stage_times:
+    timing_lines = [f'Time of the stages this run executed ({FLAGS.lanes} lane(s); wall-clock overlaps with 2):', '',
+                    '| stage | wall (s) | CPU (s) |', '|---|---|---|']
+    timing_lines += [f'| {t["stage"]} | {t["wall_seconds"]:.0f} | {t["cpu_seconds"]:.0f} |' for t in stage_times]
+    if total_seconds is not None:
+      timing_lines.append(f'| all (this command, wall) | {total_seconds:.0f} | |')
+    timing = '\n\n' + '\n'.join(timing_lines)
   with open(os.path.join(output_dir, 'results.json'), 'w') as f:
     json.dump(results, f, indent=2)
   with open(os.path.join(output_dir, 'results.md'), 'w') as f:
-    f.write(f'# CVRL demo results (seed {FLAGS.seed})\n\n{table}\n')
-  return table
+    f.write(f'# CVRL demo results (seed {FLAGS.seed})\n\n{table}{timing}\n')
+  return table + timing
 
 
 def main(_):
@@ -325,29 +439,38 @@ def main(_):
   os.makedirs(output_dir, exist_ok=True)
   raw_dir = generate_videos(output_dir)
   records_dir = convert_videos(output_dir, raw_dir)
-  pretrain_dir = pretrain(output_dir, records_dir)
-  eval_dirs = {
-      'CVRL pretrained': linear_eval(output_dir, records_dir, 'cvrl', init_checkpoint=pretrain_dir),
-      'random init': linear_eval(output_dir, records_dir, 'random', init_checkpoint=''),
-  }
-  export_dir = export(output_dir, pretrain_dir)
-  retrieval_files = {
-      'CVRL pretrained': retrieval(output_dir, records_dir, 'cvrl', export_dir),
-      'random init': retrieval(output_dir, records_dir, 'random',
-                               export_random_baseline(output_dir, eval_dirs['random init'])),
-  }
-  detection_dirs = {}
-  if FLAGS.detection:
-    detection_records = detection_data(output_dir)
-    detection_dirs = {
-        'CVRL pretrained': detection(output_dir, detection_records, 'cvrl', init_checkpoint=pretrain_dir),
-        'random init': detection(output_dir, detection_records, 'random', init_checkpoint=''),
-    }
+  detection_records = _Once(lambda: detection_data(output_dir))
+  pretrained, baseline = {}, {}  # What each lane produced, by stage.
+
+  def pretrained_lane():
+    pretrained['pretrain'] = pretrain(output_dir, records_dir)
+    pretrained['linear_eval'] = linear_eval(output_dir, records_dir, 'cvrl', init_checkpoint=pretrained['pretrain'])
+    pretrained['export'] = export(output_dir, pretrained['pretrain'])
+    pretrained['retrieval'] = retrieval(output_dir, records_dir, 'cvrl', pretrained['export'])
+    if FLAGS.detection:
+      pretrained['detection'] = detection(output_dir, detection_records(), 'cvrl',
+                                          init_checkpoint=pretrained['pretrain'])
+
+  def baseline_lane():
+    if FLAGS.detection:
+      detection_records()  # First, so that the pretrained lane finds the data ready.
+    baseline['linear_eval'] = linear_eval(output_dir, records_dir, 'random', init_checkpoint='')
+    baseline['retrieval'] = retrieval(output_dir, records_dir, 'random',
+                                      export_random_baseline(output_dir, baseline['linear_eval']))
+    if FLAGS.detection:
+      baseline['detection'] = detection(output_dir, detection_records(), 'random', init_checkpoint='')
+
+  run_lanes([('pretrained', pretrained_lane), ('baseline', baseline_lane)], parallel=FLAGS.lanes == 2)
+  names = {'CVRL pretrained': pretrained, 'random init': baseline}
+  eval_dirs = {name: lane['linear_eval'] for name, lane in names.items()}
+  retrieval_files = {name: lane['retrieval'] for name, lane in names.items()}
+  detection_dirs = {name: lane['detection'] for name, lane in names.items()} if FLAGS.detection else {}
   plot_path = os.path.join(output_dir, 'pretraining_curves.png')
-  plot_pretraining(pretrain_dir, plot_path)
-  table = results_table(output_dir, pretrain_dir, eval_dirs, export_dir, detection_dirs, retrieval_files)
+  plot_pretraining(pretrained['pretrain'], plot_path)
+  table = results_table(output_dir, pretrained['pretrain'], eval_dirs, pretrained['export'], detection_dirs,
+                        retrieval_files, stage_times=_STAGES.times, total_seconds=time.time() - start)
   _print(f'\n=== 7. results (seed {FLAGS.seed}, {(time.time() - start) / 60:.1f} min)\n{table}\n')
-  _print(f'Saved: {os.path.join(output_dir, "results.md")}, {plot_path}, SavedModel in {export_dir}')
+  _print(f'Saved: {os.path.join(output_dir, "results.md")}, {plot_path}, SavedModel in {pretrained["export"]}')
 
 
 if __name__ == '__main__':
