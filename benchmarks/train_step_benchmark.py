@@ -9,6 +9,8 @@ every visible GPU):
       --precisions=float32,float16 --xla=false,true        # GPU: R3D-50, 2 x 16 x 224 x 224 clips
   python -m benchmarks.train_step_benchmark --experiment=cvrl_pretrain_demo --per_replica_batch=64 \
       --precisions=float32 --xla=false                           # the CPU demo model
+  ... --params_override=task.train_data.spatial_augmentation.enabled=false   # the same step without colour
+                                                                              # augmentation: its share of the step
 
 One clip = one view; a batch of B videos is 2B clips. A setting the device cannot run (e.g. float16 on a CPU,
 which has no float16 MaxPool3D kernel) is skipped with a row saying why, so the defaults run anywhere.
@@ -27,6 +29,7 @@ import tf_keras
 
 from official.core import exp_factory
 from official.core import task_factory
+from official.modeling import hyperparams
 from official.modeling import performance
 
 from official_cvrl import registry_imports  # pylint: disable=unused-import
@@ -37,14 +40,23 @@ flags.DEFINE_list('precisions', ['float32', 'float16'], 'float32, float16 and/or
 flags.DEFINE_list('xla', ['false', 'true'], 'Compile the train step with XLA (jit_compile): false and/or true.')
 flags.DEFINE_integer('warmup_steps', 3, 'Untimed steps (tracing, compilation, autotuning).')
 flags.DEFINE_integer('steps', 10, 'Timed steps.')
+flags.DEFINE_string('params_override', '', 'Overrides of the experiment, as for train.py (YAML or key=value,...).')
 FLAGS = flags.FLAGS
+
+
+def experiment_config(experiment: str, params_override: str):
+  """The registered experiment with `params_override` applied strictly (a misspelt key is an error)."""
+  config = exp_factory.get_exp_config(experiment)
+  if params_override:
+    config = hyperparams.override_params_dict(config, params_override, is_strict=True)
+  return config
 
 
 def measure(precision: str, xla: bool) -> float:
   """Clips per second of the train step in one setting."""
   tf_keras.backend.clear_session()
   performance.set_mixed_precision_policy(precision)
-  config = exp_factory.get_exp_config(FLAGS.experiment)
+  config = experiment_config(FLAGS.experiment, FLAGS.params_override)
   config.runtime.mixed_precision_dtype = precision
   config.runtime.loss_scale = 'dynamic' if precision == 'float16' else None
   config.task.model.norm_activation.use_sync_bn = False  # One host: sync BN adds only an all-reduce.
@@ -106,7 +118,8 @@ def unsupported_reason(error: Exception) -> Optional[str]:
 def main(_):
   devices = tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('CPU')[:1]
   print(f'experiment {FLAGS.experiment}, {len(devices)} x {devices[0].device_type}, '
-        f'{FLAGS.per_replica_batch} videos per replica and step')
+        f'{FLAGS.per_replica_batch} videos per replica and step'
+        + (f', overrides: {FLAGS.params_override}' if FLAGS.params_override else ''))
   print('| precision | XLA | clips/s |')
   print('|---|---|---|')
   for precision, xla in itertools.product(FLAGS.precisions, FLAGS.xla):

@@ -33,6 +33,15 @@ class TrainStepBenchmarkTest(tf.test.TestCase):
         tf.errors.InvalidArgumentError(None, None, 'Incompatible shapes: [2,128] vs. [4,128]')))
     self.assertIsNone(train_step_benchmark.unsupported_reason(ValueError('not supported')))
 
+  def test_params_override_reaches_the_config_and_rejects_unknown_keys(self):
+    config = train_step_benchmark.experiment_config(
+        'cvrl_pretrain_demo', 'task.train_data.spatial_augmentation.enabled=false')
+    self.assertFalse(config.task.train_data.spatial_augmentation.enabled)
+    self.assertTrue(train_step_benchmark.experiment_config(
+        'cvrl_pretrain_demo', '').task.train_data.spatial_augmentation.enabled)
+    with self.assertRaisesRegex(KeyError, 'enabeld'):
+      train_step_benchmark.experiment_config('cvrl_pretrain_demo', 'task.train_data.spatial_augmentation.enabeld=0')
+
   def test_cpu_skips_float16_with_a_row_and_measures_float32(self):
     process = subprocess.run(
         [sys.executable, '-m', 'benchmarks.train_step_benchmark', '--experiment=cvrl_pretrain_demo',
