@@ -7,7 +7,7 @@ Studies (`--study`), each the paper's own variants with everything else held at 
   interval_distribution  Fig. 3: P(t) ~ -t+c, -t^0.5+c, -t^2+c, uniform, t+c, t^2+c
   projection_head        Table 6: 0, 1, 2, 3 hidden layers (the probe always reads the backbone)
   batch_size             Table 7: 1/4, 1/2, 1 and 2 times the demo batch, same epochs, learning rate scaled
-  epochs                 Table 8: 100, 200, 500, 800 "epochs" = 1/8, 1/4, 5/8, 1 of the demo's 1000 steps
+  epochs                 Table 8: 100, 200, 500, 800 "epochs" = 125, 250, 625, 1000 steps (the demo runs 625)
   num_clips              beyond the paper: rho = 2, 3, 4 clips per video (`task.train_data.num_clips`), as
                          Feichtenhofer et al. (CVPR 2021) vary it; same steps and videos per batch, so rho = 4
                          costs twice the encoder work of rho = 2
@@ -18,7 +18,7 @@ scored on the test videos. Both are subprocesses run by the demo's own `run_stag
 (rendered and converted by its stages 1-2 into `<output_dir>` unless `--records_dir` names existing records).
 
 The schedule. The paper ablates at 200 epochs, a quarter of its 800-epoch default; the studies likewise pretrain
-for a quarter of the demo's schedule (`--base_steps`, default 250 of 1000 steps), with the demo's cosine decay and
+for a quarter of 800 "epochs" = 1000 steps (`--base_steps`, default 250; the demo runs 625), with the demo's cosine decay and
 5% warm-up compressed to that length, so one study of 4 variants x 3 seeds takes about half an hour on 2 cores.
 Batch size (Table 7) keeps the epochs fixed: steps scale as 1/batch, the learning rate linearly with the batch
 (Goyal et al.'s rule, which the paper's 0.32 at batch 1024 follows; Adam here, as in the demo). Epochs (Table 8)
