@@ -19,7 +19,8 @@ scored on the test videos. Both are subprocesses run by the demo's own `run_stag
 
 The schedule. The paper ablates at 200 epochs, a quarter of its 800-epoch default; the studies likewise pretrain
 for a quarter of 800 "epochs" = 1000 steps (`--base_steps`, default 250; the demo runs 625), with the demo's
-cosine decay and 5% warm-up compressed to that length, so one study of 4 variants x 3 seeds takes about half an hour on 2 cores.
+cosine decay and 5% warm-up compressed to that length, so one study of 4 variants x 3 seeds takes about half an
+hour on 2 cores.
 Batch size (Table 7) keeps the epochs fixed: steps scale as 1/batch, the learning rate linearly with the batch
 (Goyal et al.'s rule, which the paper's 0.32 at batch 1024 follows; Adam here, as in the demo). Epochs (Table 8)
 keep the 5% warm-up of the reference length, as the paper keeps 5 warm-up epochs at every length.
