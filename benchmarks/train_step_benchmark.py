@@ -17,6 +17,7 @@ which has no float16 MaxPool3D kernel) is skipped with a row saying why, so the 
 """
 import itertools
 import re
+import sys
 import time
 from typing import Optional
 
@@ -116,6 +117,11 @@ def unsupported_reason(error: Exception) -> Optional[str]:
 
 
 def main(_):
+  try:  # A misspelt override is the user's to fix: say which, rather than a traceback from the first setting.
+    experiment_config(FLAGS.experiment, FLAGS.params_override)
+  except (KeyError, ValueError) as e:
+    sys.exit(f'error: --experiment={FLAGS.experiment} --params_override={FLAGS.params_override}: '
+             f'{e.args[0] if e.args else e!r}')
   devices = tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('CPU')[:1]
   print(f'experiment {FLAGS.experiment}, {len(devices)} x {devices[0].device_type}, '
         f'{FLAGS.per_replica_batch} videos per replica and step'
