@@ -33,6 +33,7 @@ stage's code.
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -68,15 +69,20 @@ class _Stages:
     self.lock = threading.Lock()
     self.processes: List[subprocess.Popen] = []
     self.failed = threading.Event()
+    self.exit_code = 0  # The first failing stage's, which the demo exits with.
     self.times: List[Dict[str, object]] = []
 
-  def fail(self) -> None:
-    """Marks the demo as failed and stops the stages still running in the other lane."""
-    self.failed.set()
+  def fail(self, code) -> None:
+    """Marks the demo as failed with `code` (the first failure's wins) and stops the other lane's stages."""
     with self.lock:
+      if not self.failed.is_set():
+        self.exit_code = code
+        self.failed.set()
       for process in self.processes:
-        if process.poll() is None:
-          process.terminate()
+        # os.kill, not Popen.terminate: terminate polls, and a poll from this thread could reap the child before
+        # its own lane's wait4 does. A listed child is not reaped yet (its lane removes it after wait4, under
+        # this lock), so the pid is still its own.
+        os.kill(process.pid, signal.SIGTERM)
 
 
 _STAGES = _Stages()
@@ -123,7 +129,7 @@ def run_stage(name: str, command: Sequence[str], log_path: str) -> None:
     if _STAGES.failed.is_set():
       _print(f'    {prefix}{name}: stopped, because a stage of the other lane failed (log: {log_path})')
       raise SystemExit(code)
-    _STAGES.fail()
+    _STAGES.fail(code)
     _print('\n'.join(['    | ' + l for l in tail]))
     _print(f'error: stage "{name}" failed (exit code {code}); see {log_path}. Fix the cause and rerun '
            '`make demo`: finished stages are skipped.')
@@ -140,17 +146,16 @@ def run_lanes(lanes: Sequence[Tuple[str, Callable[[], None]]], parallel: bool) -
     for _, lane in lanes:
       lane()
     return
-  codes: List[object] = []
 
   def target(name, lane):
     _LANE.name = name
     try:
       lane()
-    except SystemExit as e:
-      codes.append(e.code)
+    except SystemExit as e:  # A failed stage has already recorded its code; a stopped one must not replace it.
+      if e.code not in (0, None):
+        _STAGES.fail(e.code)
     except BaseException:  # A bug in the driver itself: stop the other lane too, then let it surface.
-      codes.append(1)
-      _STAGES.fail()
+      _STAGES.fail(1)
       raise
 
   threads = [threading.Thread(target=target, args=lane) for lane in lanes]
@@ -158,9 +163,8 @@ def run_lanes(lanes: Sequence[Tuple[str, Callable[[], None]]], parallel: bool) -
     thread.start()
   for thread in threads:
     thread.join()
-  failures = [c for c in codes if c not in (0, None)]
-  if failures or _STAGES.failed.is_set():
-    sys.exit(failures[0] if failures else 1)
+  if _STAGES.failed.is_set():
+    sys.exit(_STAGES.exit_code)
 
 
 class _Once:
