@@ -291,8 +291,10 @@ def measure_side(side: Side, settings: Settings,
   task = side.task
 
   def augment_replica(features):
-    # The task's own augmentation, as its train step calls it.
-    return task._augment_on_device(features['image'], task.task_config.train_data)  # pylint: disable=protected-access
+    # The task's own on-device work, as its train step calls it: the resize (with a canvas) and the augmentation.
+    params = task.task_config.train_data
+    clips = task._clips_on_device(features, params)  # pylint: disable=protected-access
+    return task._augment_on_device(clips, params)  # pylint: disable=protected-access
 
   @tf.function
   def augment(inputs):

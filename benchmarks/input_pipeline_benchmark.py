@@ -5,10 +5,15 @@ each, 150 frames per video) unless --data_dir already holds them, then measures 
 tf.data settings (parallel map AUTOTUNE, batch, prefetch AUTOTUNE), pairs of clips per second for:
   ours          `ssl_input.Parser`: 2 x 16 frames at stride 2, 224x224, random crop + flip, uint8 out
                 (colour jitter / greyscale / blur run later in the train step, on the accelerator);
+  ours_device_resize
+                the same parser with `canvas_size=(256, 340)` (`task.train_data.device_resize_canvas`): the CPU
+                decodes the crop windows and ships them on the canvas; the resize and flip run in the train
+                step (`ops.window_resize.resize_windows`), timed on this CPU at the end like the augmentation;
   model_garden  `official.projects.video_ssl` SSL parser as its pretrain task builds it (full decode, crop,
                 resize, colour jitter and blur on the CPU, float32 out);
   decode_floor  decoding the 32 full frames a pair needs, nothing else.
-It also times `color_augment.augment_clips` on the CPU for one batch, to show what moving it off the CPU saves.
+It also times `window_resize.resize_windows` and `color_augment.augment_clips` on the CPU for one batch: what the
+train step adds when it runs on a CPU.
 
 Usage:
   python -m benchmarks.input_pipeline_benchmark --num_videos=24 --seconds=30 --data_dir=/tmp/cvrl_bench
@@ -34,6 +39,7 @@ from official_cvrl.dataloaders import ssl_input
 from official_cvrl.dataloaders import video_decoder
 from official_cvrl.ops import color_augment
 from official_cvrl.ops import temporal_sampling
+from official_cvrl.ops import window_resize
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('num_videos', 24, 'Videos to write (when --data_dir has none).')
@@ -88,12 +94,15 @@ def _mean_jpeg_kb(files) -> float:
   return float(tf.reduce_mean(tf.cast(tf.strings.length(frames), tf.float32))) / 1024
 
 
-def _pipeline(files, decode_fn, parse_fn, postprocess_fn=None) -> tf.data.Dataset:
-  """The tf.data settings shared by every measured pipeline."""
+def _pipeline(files, decode_fn, parse_fn, postprocess_fn=None, batch_fn=None) -> tf.data.Dataset:
+  """The tf.data settings shared by every measured pipeline (`batch_fn`: batching other than plain `batch`)."""
   dataset = tf.data.TFRecordDataset(files).repeat().shuffle(len(files) * _VIDEOS_PER_FILE, seed=0)
   dataset = dataset.map(decode_fn, num_parallel_calls=tf.data.AUTOTUNE)
   dataset = dataset.map(parse_fn, num_parallel_calls=tf.data.AUTOTUNE)
-  dataset = dataset.batch(FLAGS.batch_size, drop_remainder=True)
+  if batch_fn is None:
+    dataset = dataset.batch(FLAGS.batch_size, drop_remainder=True)
+  else:
+    dataset = batch_fn(dataset)
   if postprocess_fn is not None:
     dataset = dataset.map(postprocess_fn, num_parallel_calls=tf.data.AUTOTUNE)
   return dataset.prefetch(tf.data.AUTOTUNE)
@@ -102,6 +111,13 @@ def _pipeline(files, decode_fn, parse_fn, postprocess_fn=None) -> tf.data.Datase
 def ours_pipeline(files) -> tf.data.Dataset:
   parser = ssl_input.Parser(num_frames=_CLIP_FRAMES, temporal_stride=_STRIDE, crop_size=_CROP)
   return _pipeline(files, video_decoder.Decoder().decode, parser.parse_fn(True), ssl_input.PostBatchProcessor())
+
+
+def ours_device_resize_pipeline(files) -> tf.data.Dataset:
+  parser = ssl_input.Parser(num_frames=_CLIP_FRAMES, temporal_stride=_STRIDE, crop_size=_CROP,
+                            canvas_size=(_HEIGHT, _WIDTH))
+  return _pipeline(files, video_decoder.Decoder().decode, parser.parse_fn(True), ssl_input.PostBatchProcessor(),
+                   batch_fn=parser.canvas_batch_fn(FLAGS.batch_size))
 
 
 def model_garden_pipeline(files) -> tf.data.Dataset:
@@ -154,17 +170,30 @@ def measure(dataset: tf.data.Dataset, seconds: float) -> Tuple[float, float]:
   return pairs / (time.perf_counter() - start), pairs / (_process_cpu_seconds() - start_cpu)
 
 
-def time_color_augment(batch_pairs: int, repeats: int = 3) -> float:
-  """Milliseconds of `augment_clips` on the CPU per pair (two clips), graph mode, median of `repeats`."""
-  clips = tf.random.stateless_uniform([2 * batch_pairs, _CLIP_FRAMES, _CROP, _CROP, 3], seed=[0, 1])
-  fn = tf.function(color_augment.augment_clips)
-  fn(clips).numpy()  # Trace.
+def _time_per_pair(fn, args, batch_pairs: int, repeats: int) -> float:
+  """Milliseconds per pair of `fn(*args)` in graph mode, median of `repeats` after tracing."""
+  fn = tf.function(fn)
+  fn(*args).numpy()  # Trace.
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
-    fn(clips).numpy()
+    fn(*args).numpy()
     times.append(time.perf_counter() - start)
   return 1e3 * statistics.median(times) / batch_pairs
+
+
+def time_color_augment(batch_pairs: int, repeats: int = 3) -> float:
+  """Milliseconds of `augment_clips` on the CPU per pair (two clips), graph mode, median of `repeats`."""
+  clips = tf.random.stateless_uniform([2 * batch_pairs, _CLIP_FRAMES, _CROP, _CROP, 3], seed=[0, 1])
+  return _time_per_pair(color_augment.augment_clips, (clips,), batch_pairs, repeats)
+
+
+def time_device_resize(files, batch_pairs: int, repeats: int = 3) -> float:
+  """Milliseconds of `resize_windows` on the CPU per pair, on a batch of real windows of the benchmark data."""
+  features, _ = next(iter(ours_device_resize_pipeline(files)))
+  count = 2 * batch_pairs
+  args = (features['image'][:count], features['window_size'][:count], features['flip'][:count])
+  return _time_per_pair(lambda *a: window_resize.resize_windows(*a, _CROP), args, batch_pairs, repeats)
 
 
 def main(_):
@@ -178,7 +207,8 @@ def main(_):
   print(f'{len(files)} files in {data_dir}, mean JPEG size {_mean_jpeg_kb(files):.1f} KB, '
         f'{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.2f}')
 
-  pipelines = {'ours': ours_pipeline, 'model_garden': model_garden_pipeline, 'decode_floor': decode_floor_pipeline}
+  pipelines = {'ours': ours_pipeline, 'ours_device_resize': ours_device_resize_pipeline,
+               'model_garden': model_garden_pipeline, 'decode_floor': decode_floor_pipeline}
   wall = {name: [] for name in pipelines}
   per_cpu = {name: [] for name in pipelines}
   for round_index in range(FLAGS.rounds):
@@ -186,7 +216,7 @@ def main(_):
       rate, cpu_rate = measure(build(files), FLAGS.seconds)
       wall[name].append(rate)
       per_cpu[name].append(cpu_rate)
-      print(f'round {round_index + 1} {name:>13}: {rate:7.2f} pairs/s, {cpu_rate:6.2f} pairs/CPU-s')
+      print(f'round {round_index + 1} {name:>18}: {rate:7.2f} pairs/s, {cpu_rate:6.2f} pairs/CPU-s')
   wall_median = {name: statistics.median(rates) for name, rates in wall.items()}
   cpu_median = {name: statistics.median(rates) for name, rates in per_cpu.items()}
 
@@ -201,6 +231,9 @@ def main(_):
           f'{cpu_median[name] / cpu_median["model_garden"]:.1f}x '
           f'| {100 * wall_median[name] / wall_median["decode_floor"]:.0f}% / '
           f'{100 * cpu_median[name] / cpu_median["decode_floor"]:.0f}% |')
+  resize_ms = time_device_resize(files, batch_pairs=min(2, FLAGS.batch_size))
+  print(f'\nresize_windows on this CPU (graph mode, 2 pairs of 16-frame windows on the {_HEIGHT}x{_WIDTH} canvas): '
+        f'{resize_ms:.1f} ms per pair, the train-step work ours_device_resize moved out of the pipeline')
   ms_per_pair = time_color_augment(batch_pairs=2)
   print(f'\naugment_clips on this CPU (graph mode, 2 pairs of 16x224x224 clips): {ms_per_pair:.0f} ms per pair '
         f'= {1e3 / ms_per_pair:.2f} pairs/s if it ran in the CPU pipeline')

@@ -6,13 +6,15 @@ Stages, each a small named function:
   2. `_sample_windows` / `_sample_flips`: the spatial parameters, drawn once per clip (temporally consistent,
      Algorithm 1) or once per frame (the "no TC" ablation of Table 9).
   3. `_decode_pair`: decode only the crop windows (each frame once, even where the clips overlap), resize
-     (`ops.video_augment`) and flip.
+     (`ops.video_augment`) and flip. With a `canvas_size` the CPU stops after the decode: each clip's window is
+     padded to the fixed canvas when batched (`Parser.canvas_batch_fn`) and the train step resizes and flips it
+     on the accelerator (`ops.window_resize.resize_windows`), which delivers the same clips.
 Colour jitter, greyscale and blur are not done here: they run batched on the accelerator in the train step
 (`ops.color_augment`), so the CPU emits uint8 frames, a quarter of the float32 bytes to transfer.
 
 `PostBatchProcessor` then folds the pair axis into the batch: all first views, then all second views.
 """
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import tensorflow as tf
 
@@ -20,9 +22,15 @@ from official.vision.dataloaders import parser
 from official_cvrl.dataloaders import feature_keys
 from official_cvrl.ops import temporal_sampling
 from official_cvrl.ops import video_augment
+from official_cvrl.ops import window_resize
 
 # Number of independent random streams one example needs: interval sampling, two windows, two flips.
 _NUM_SEEDS = 5
+
+
+def _clip_key(index: int) -> str:
+  """Feature key of clip `index` before batching, with a canvas (the clips of a video differ in size)."""
+  return f'clip_{index}'
 
 
 class Parser(parser.Parser):
@@ -48,7 +56,8 @@ class Parser(parser.Parser):
                flip_probability: float = 0.5,
                image_key: str = feature_keys.IMAGE_KEY,
                label_key: str = feature_keys.LABEL_INDEX_KEY,
-               num_clips: int = 2):
+               num_clips: int = 2,
+               canvas_size: Optional[Tuple[int, int]] = None):
     """Initialises the parser.
 
     Args:
@@ -71,6 +80,11 @@ class Parser(parser.Parser):
         `temporal_sampling.sample_clip_start_indices` (consecutive gaps follow P(t) as closely as the video
         allows), each clip gets its own crop and flip, and every frame used by several clips is decoded once
         (`video_augment.decode_crop_resize_clips`).
+      canvas_size: None resizes and flips on the CPU, the features are {'image': uint8 `[rho, T, S, S, 3]`}.
+        (height, width) leaves both to the train step: the features are each clip's window (see `_on_canvas`),
+        batched onto the canvas by `canvas_batch_fn`, then {'image': uint8 `[rho * batch, T, height, width, 3]`,
+        'window_size', 'flip'} after `PostBatchProcessor`, for `window_resize.resize_windows`. Needs
+        temporally consistent windows (one per clip) and a canvas of at least S x S.
     """
     if num_clips < 2:
       raise ValueError(f'num_clips must be >= 2 (two or more clips per video), got {num_clips}.')
@@ -95,6 +109,14 @@ class Parser(parser.Parser):
     self._image_key = image_key
     self._label_key = label_key
     self._num_clips = num_clips
+    if canvas_size is not None:
+      canvas_size = tuple(int(side) for side in canvas_size)
+      if len(canvas_size) != 2 or min(canvas_size) < crop_size:
+        raise ValueError(f'canvas_size must be (height, width), each >= crop_size {crop_size}, got {canvas_size}.')
+      if spatial_augmentation and not temporally_consistent:
+        raise ValueError('canvas_size (resize on the accelerator) needs temporally consistent windows, one per clip; '
+                         'the per-frame windows of temporally_consistent=False are resized on the CPU.')
+    self._canvas_size = canvas_size
 
   @property
   def clip_span(self) -> int:
@@ -136,20 +158,65 @@ class Parser(parser.Parser):
     shape = [] if self._temporally_consistent else [self._num_frames]
     return tuple(tf.random.stateless_uniform(shape, seed) < self._flip_probability for seed in seeds)
 
-  def _decode_pair(self, clips, num_shared: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
-    """Decodes, crops, resizes and flips both clips.
+  def _decode_pair(self, clips, num_shared: tf.Tensor, seeds: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Decodes, crops, resizes and flips both clips (resize and flip left to the train step with a canvas).
 
     Returns:
-      uint8 `[2, T, crop_size, crop_size, 3]`.
+      {'image': uint8 `[2, T, crop_size, crop_size, 3]`}, or with a canvas the features of `_on_canvas`.
     """
     image_shape_hw = tf.io.extract_jpeg_shape(clips[0][0])[:2]
     windows = self._sample_windows(image_shape_hw, (seeds[1], seeds[2]))
+    if self._canvas_size is not None:
+      crops = video_augment.decode_crop_pair(clips[0], clips[1], num_shared, windows[0], windows[1])
+      return self._on_canvas(crops, self._sample_flips((seeds[3], seeds[4])))
     frames = video_augment.decode_crop_resize_pair(
         clips[0], clips[1], num_shared, windows[0], windows[1], self._crop_size)
     if self._spatial_augmentation:
       flips = self._sample_flips((seeds[3], seeds[4]))
       frames = [video_augment.flip_left_right_clip(clip, flip) for clip, flip in zip(frames, flips)]
-    return tf.stack(frames)
+    return {'image': tf.stack(frames)}
+
+  def _on_canvas(self, crops, flips) -> Dict[str, tf.Tensor]:
+    """Each clip's window as it goes on the canvas, its size and its flip flag (False without spatial augmentation).
+
+    Returns:
+      {'clip_0': uint8 `[T, h_0, w_0, 3]`, ..., 'window_size': int32 `[rho, 2]`, 'flip': bool `[rho]`}; the clips
+      differ in size, so they stay separate until `canvas_batch_fn` pads them to the canvas.
+    """
+    fitted = [tf.ensure_shape(window_resize.fit_to_canvas(crop, self._canvas_size, self._crop_size),
+                              [self._num_frames, None, None, 3]) for crop in crops]
+    if not self._spatial_augmentation:
+      flips = [tf.constant(False)] * len(crops)
+    features = {_clip_key(index): clip for index, clip in enumerate(fitted)}
+    features['window_size'] = tf.stack([tf.shape(clip)[1:3] for clip in fitted])
+    features['flip'] = tf.stack(flips)
+    return features
+
+  def canvas_batch_fn(self, global_batch_size: int, drop_remainder: bool = True):
+    """Model Garden `InputReader`'s `transform_and_batch_fn` for a canvas: batches, padding every clip to it.
+
+    `padded_batch` writes each clip into the batch once, zero-padded bottom and right; padding in the parser
+    would copy every canvas one more time. None without a canvas (the reader's plain batching).
+
+    Args:
+      global_batch_size: videos per step over all replicas (split per replica by the input context).
+      drop_remainder: drop a last, smaller batch.
+
+    Returns:
+      `(dataset, input_context) -> dataset`, or None.
+    """
+    if self._canvas_size is None:
+      return None
+    clip_shape = [self._num_frames, *self._canvas_size, 3]
+    padded_shapes = ({**{_clip_key(index): clip_shape for index in range(self._num_clips)},
+                      'window_size': [self._num_clips, 2], 'flip': [self._num_clips]}, {'label': []})
+
+    def batch(dataset: tf.data.Dataset, input_context: Optional[tf.distribute.InputContext] = None):
+      per_replica = (input_context.get_per_replica_batch_size(global_batch_size) if input_context
+                     else global_batch_size)
+      return dataset.padded_batch(per_replica, padded_shapes=padded_shapes, drop_remainder=drop_remainder)
+
+    return batch
 
   def _label(self, decoded_tensors: Dict[str, tf.Tensor]) -> tf.Tensor:
     """The first class index as int32, or -1 for unlabeled videos."""
@@ -160,8 +227,9 @@ class Parser(parser.Parser):
     labels = tf.concat([tf.reshape(tf.cast(labels, tf.int32), [-1]), [feature_keys.UNLABELED_INDEX]], axis=0)
     return labels[0]
 
-  def _sample_and_decode_clips(self, encoded: tf.Tensor, video_id: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """rho > 2 clips: starts, one window and flip per clip, shared decoding; uint8 `[rho, T, S, S, 3]`."""
+  def _sample_and_decode_clips(self, encoded: tf.Tensor, video_id: tf.Tensor, seed: tf.Tensor
+                               ) -> Dict[str, tf.Tensor]:
+    """rho > 2 clips: starts, one window and flip per clip, shared decoding; features as `_decode_pair`."""
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 1 + 2 * self._num_clips))
     num_video_frames = tf.shape(encoded)[0]
     starts = temporal_sampling.sample_clip_start_indices(
@@ -183,25 +251,29 @@ class Parser(parser.Parser):
       else:
         windows = tf.stack([video_augment.sample_crop_windows(image_shape_hw, self._num_frames, seed=s, **kwargs)
                             for s in window_seeds])
+    if self._canvas_size is not None:
+      return self._on_canvas(video_augment.decode_crop_clips(encoded, indices, windows),
+                             self._sample_flips(flip_seeds))
     clips = video_augment.decode_crop_resize_clips(encoded, indices, windows, self._crop_size)
     if self._spatial_augmentation:
       clips = tf.stack([video_augment.flip_left_right_clip(clip, flip)
                         for clip, flip in zip(tf.unstack(clips), self._sample_flips(flip_seeds))])
-    return clips
+    return {'image': clips}
 
   def _parse(self, decoded_tensors: Dict[str, tf.Tensor], seed: tf.Tensor
              ) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
     encoded = decoded_tensors[self._image_key]
     video_id = decoded_tensors.get(feature_keys.VIDEO_ID_KEY, tf.constant(''))
     if self._num_clips > 2:
-      image = self._sample_and_decode_clips(encoded, video_id, seed)
-      image = tf.ensure_shape(image, [self._num_clips, self._num_frames, self._crop_size, self._crop_size, 3])
-      return {'image': image}, {'label': self._label(decoded_tensors)}
-    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, _NUM_SEEDS))
-    first, second, num_shared = self._sample_pair(encoded, video_id, seeds[0])
-    image = self._decode_pair((first, second), num_shared, seeds)
-    image = tf.ensure_shape(image, [2, self._num_frames, self._crop_size, self._crop_size, 3])
-    return {'image': image}, {'label': self._label(decoded_tensors)}
+      features = self._sample_and_decode_clips(encoded, video_id, seed)
+    else:
+      seeds = tf.unstack(tf.random.experimental.stateless_split(seed, _NUM_SEEDS))
+      first, second, num_shared = self._sample_pair(encoded, video_id, seeds[0])
+      features = self._decode_pair((first, second), num_shared, seeds)
+    if self._canvas_size is None:
+      features['image'] = tf.ensure_shape(
+          features['image'], [self._num_clips, self._num_frames, self._crop_size, self._crop_size, 3])
+    return features, {'label': self._label(decoded_tensors)}
 
   def _parse_train_data(self, decoded_tensors: Dict[str, tf.Tensor]
                         ) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
@@ -211,7 +283,8 @@ class Parser(parser.Parser):
       decoded_tensors: output of `video_decoder.Decoder.decode`.
 
     Returns:
-      features {'image': uint8 `[2, T, S, S, 3]`} and labels {'label': int32 scalar, -1 if unlabeled}.
+      features {'image': uint8 `[rho, T, S, S, 3]`} (with a canvas: see `_on_canvas`) and labels
+      {'label': int32 scalar, -1 if unlabeled}.
     """
     return self._parse(decoded_tensors, temporal_sampling.stateless_seed(None))
 
@@ -237,12 +310,18 @@ class PostBatchProcessor:
   """Folds the clip axis into the batch: `[batch, rho, T, S, S, 3]` -> `[rho * batch, T, S, S, 3]`.
 
   Rows v * batch .. (v + 1) * batch - 1 hold clip v of every video, so rows i, batch + i, ... are the clips of
-  video i (the contrastive loss splits the batch into rho equal parts). Labels stay `[batch]`.
+  video i (the contrastive loss splits the batch into rho equal parts). Labels stay `[batch]`. With a canvas the
+  clips arrive as 'clip_v' `[batch, T, canvas_h, canvas_w, 3]` and are concatenated in the same order into
+  'image'; 'window_size' `[batch, rho, 2]` and 'flip' `[batch, rho]` are folded like the clips.
   """
 
   def __call__(self, features: Dict[str, tf.Tensor], labels: Dict[str, tf.Tensor]
                ) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
     features = dict(features)
-    image = features['image']
-    features['image'] = tf.concat(tf.unstack(image, axis=1), axis=0)
-    return features, labels
+    clips = []
+    while _clip_key(len(clips)) in features:
+      clips.append(features.pop(_clip_key(len(clips))))
+    folded = {key: tf.concat(tf.unstack(value, axis=1), axis=0) for key, value in features.items()}
+    if clips:
+      folded['image'] = tf.concat(clips, axis=0)
+    return folded, labels

@@ -16,7 +16,7 @@ columns lacks its outside neighbours (errors up to a few grey levels); we decode
 `_DECODE_MARGIN` pixels on every side and slice the margin off, which costs ~nothing because libjpeg decodes whole
 MCU columns anyway.
 """
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
@@ -268,6 +268,45 @@ def decode_crop_resize(encoded_frames: tf.Tensor, crop_windows: tf.Tensor, outpu
                    fn_output_signature=tf.TensorSpec(size_hw + (3,), tf.uint8))
 
 
+def decode_crop_pair(first_frames: tf.Tensor,
+                     second_frames: tf.Tensor,
+                     num_shared: temporal_sampling.IntLike,
+                     first_window: tf.Tensor,
+                     second_window: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Decodes the crop window of every frame of a pair's two clips, each shared frame once; no resize.
+
+  Shared frames (see `decode_crop_resize_pair`) are decoded once with the union of both windows and each clip's
+  crop is sliced from it. Used directly when the resize runs on the accelerator (`ops.window_resize`).
+
+  Args:
+    first_frames: string `[K]` JPEG frames of the earlier clip.
+    second_frames: string `[K]` JPEG frames of the later clip.
+    num_shared: int scalar in [0, K], frames shared by the two clips (0 is always correct, only slower).
+    first_window: int32 `[4]` window of the first clip.
+    second_window: int32 `[4]` window of the second clip.
+
+  Returns:
+    Two uint8 clips, `[K, h1, w1, 3]` and `[K, h2, w2, 3]`, their windows' pixels.
+  """
+  first_window = tf.cast(first_window, tf.int32)
+  second_window = tf.cast(second_window, tf.int32)
+  num_shared = tf.cast(num_shared, tf.int32)
+  num_first_only = tf.shape(first_frames)[0] - num_shared
+  first_only, shared = first_frames[:num_first_only], first_frames[num_first_only:]
+  second_only = second_frames[num_shared:]
+  # All frames of a video have the first frame's size (checked against each window while decoding).
+  image_shape_hw = tf.io.extract_jpeg_shape(first_frames[0])[:2]
+  shared_pixels, shared_decoded = _decode_window(shared, crop_window_union(first_window, second_window),
+                                                 image_shape_hw)
+  first_pixels, first_decoded = _decode_window(first_only, first_window, image_shape_hw)
+  second_pixels, second_decoded = _decode_window(second_only, second_window, image_shape_hw)
+  first = tf.concat([_slice_window(first_pixels, first_decoded, first_window),
+                     _slice_window(shared_pixels, shared_decoded, first_window)], axis=0)
+  second = tf.concat([_slice_window(shared_pixels, shared_decoded, second_window),
+                      _slice_window(second_pixels, second_decoded, second_window)], axis=0)
+  return first, second
+
+
 def decode_crop_resize_pair(first_frames: tf.Tensor,
                             second_frames: tf.Tensor,
                             num_shared: temporal_sampling.IntLike,
@@ -298,24 +337,14 @@ def decode_crop_resize_pair(first_frames: tf.Tensor,
   if first_windows.shape.rank != second_windows.shape.rank or first_windows.shape.rank not in (1, 2):
     raise ValueError('first_windows and second_windows must both be [4] or both be [K, 4], got shapes '
                      f'{first_windows.shape} and {second_windows.shape}.')
-  num_shared = tf.cast(num_shared, tf.int32)
-  num_first_only = tf.shape(first_frames)[0] - num_shared
-  first_only, shared = first_frames[:num_first_only], first_frames[num_first_only:]
-  second_only = second_frames[num_shared:]
-
   if first_windows.shape.rank == 1:
-    # All frames of a video have the first frame's size (checked against each window while decoding).
-    image_shape_hw = tf.io.extract_jpeg_shape(first_frames[0])[:2]
-    shared_pixels, shared_window = _decode_window(
-        shared, crop_window_union(first_windows, second_windows), image_shape_hw)
-    first_pixels, first_window = _decode_window(first_only, first_windows, image_shape_hw)
-    second_pixels, second_window = _decode_window(second_only, second_windows, image_shape_hw)
-    first = tf.concat([_slice_window(first_pixels, first_window, first_windows),
-                       _slice_window(shared_pixels, shared_window, first_windows)], axis=0)
-    second = tf.concat([_slice_window(shared_pixels, shared_window, second_windows),
-                        _slice_window(second_pixels, second_window, second_windows)], axis=0)
+    first, second = decode_crop_pair(first_frames, second_frames, num_shared, first_windows, second_windows)
     first, second = _resize_to_uint8(first, size_hw), _resize_to_uint8(second, size_hw)
   else:
+    num_shared = tf.cast(num_shared, tf.int32)
+    num_first_only = tf.shape(first_frames)[0] - num_shared
+    shared, second_only = first_frames[num_first_only:], second_frames[num_shared:]
+
     def decode_shared(args):
       encoded, window_a, window_b = args
       union = crop_window_union(window_a, window_b)
@@ -327,7 +356,8 @@ def decode_crop_resize_pair(first_frames: tf.Tensor,
     shared_first, shared_second = tf.map_fn(
         decode_shared, (shared, first_windows[num_first_only:], second_windows[:num_shared]),
         fn_output_signature=(frame_spec, frame_spec))
-    first = tf.concat([decode_crop_resize(first_only, first_windows[:num_first_only], size_hw), shared_first],
+    first = tf.concat([decode_crop_resize(first_frames[:num_first_only], first_windows[:num_first_only], size_hw),
+                       shared_first],
                       axis=0)
     second = tf.concat([shared_second, decode_crop_resize(second_only, second_windows[num_shared:], size_hw)],
                        axis=0)
@@ -358,6 +388,45 @@ def decode_crop_resize_clips(encoded_video: tf.Tensor,
   windows = tf.cast(windows, tf.int32)
   if windows.shape.rank not in (2, 3):
     raise ValueError(f'windows must be [rho, 4] or [rho, K, 4], got shape {windows.shape}.')
+  clip_frames, full_window = _decode_clip_frames(encoded_video, frame_indices, windows)
+  clips = []
+  for clip, frames in enumerate(clip_frames):
+    if windows.shape.rank == 2:
+      clips.append(_resize_to_uint8(_slice_window(frames, full_window, windows[clip]), size_hw))
+    else:
+      clips.append(tf.map_fn(
+          lambda args: _resize_to_uint8(_slice_window(args[0], full_window, args[1]), size_hw),
+          (frames, windows[clip]), fn_output_signature=tf.TensorSpec(size_hw + (3,), tf.uint8)))
+  return tf.stack(clips)
+
+
+def decode_crop_clips(encoded_video: tf.Tensor, frame_indices: tf.Tensor, windows: tf.Tensor) -> List[tf.Tensor]:
+  """Decodes rho clips of one video, every frame once, and crops each clip's window; no resize.
+
+  The counterpart of `decode_crop_resize_clips` for a resize on the accelerator (`ops.window_resize`).
+
+  Args:
+    encoded_video: string `[N]` JPEG frames of the video.
+    frame_indices: int32 `[rho, K]` frame indices of each clip.
+    windows: int32 `[rho, 4]`, one window per clip.
+
+  Returns:
+    rho uint8 clips `[K, h_i, w_i, 3]`, the pixels of each clip's window.
+  """
+  windows = tf.cast(windows, tf.int32)
+  if windows.shape.rank != 2:
+    raise ValueError(f'windows must be [rho, 4], got shape {windows.shape}.')
+  clip_frames, full_window = _decode_clip_frames(encoded_video, frame_indices, windows)
+  return [_slice_window(frames, full_window, windows[clip]) for clip, frames in enumerate(clip_frames)]
+
+
+def _decode_clip_frames(encoded_video: tf.Tensor, frame_indices: tf.Tensor, windows: tf.Tensor
+                        ) -> Tuple[List[tf.Tensor], tf.Tensor]:
+  """Decodes the distinct frames of rho clips whole, once, after checking the windows fit the frame.
+
+  Returns:
+    rho uint8 `[K, H, W, 3]` clips of whole frames, and the int32 `[4]` window of a whole frame.
+  """
   frame_indices = tf.cast(frame_indices, tf.int32)
   num_clips, clip_length = frame_indices.shape[0], frame_indices.shape[1]
   unique_indices, position = tf.unique(tf.reshape(frame_indices, [-1]))
@@ -371,16 +440,7 @@ def decode_crop_resize_clips(encoded_video: tf.Tensor,
                        tf.gather(encoded_video, unique_indices),
                        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
   position = tf.reshape(position, [num_clips, clip_length])
-  clips = []
-  for clip in range(num_clips):
-    frames = tf.gather(pixels, position[clip])
-    if windows.shape.rank == 2:
-      clips.append(_resize_to_uint8(_slice_window(frames, full_window, windows[clip]), size_hw))
-    else:
-      clips.append(tf.map_fn(
-          lambda args: _resize_to_uint8(_slice_window(args[0], full_window, args[1]), size_hw),
-          (frames, windows[clip]), fn_output_signature=tf.TensorSpec(size_hw + (3,), tf.uint8)))
-  return tf.stack(clips)
+  return [tf.gather(pixels, position[clip]) for clip in range(num_clips)], full_window
 
 
 def resize_short_side(frames: tf.Tensor, short_side: int) -> tf.Tensor:

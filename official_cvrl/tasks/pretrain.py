@@ -1,7 +1,8 @@
 """CVRL self-supervised pretraining task.
 
 Glue only: the model comes from the registered 'cvrl' builder, the pipeline from `dataloaders.ssl_input`, the
-on-device colour augmentation from `ops.color_augment` and the loss from `losses.contrastive`.
+on-device resize from `ops.window_resize` (when the data config sets a canvas), the on-device colour augmentation
+from `ops.color_augment` and the loss from `losses.contrastive`.
 """
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -24,6 +25,7 @@ from official_cvrl.losses import contrastive
 from official_cvrl.modeling import factory as _model_factory  # pylint: disable=unused-import  (registers builders)
 from official_cvrl.ops import color_augment
 from official_cvrl.ops import temporal_sampling
+from official_cvrl.ops import window_resize
 from official_cvrl.tasks import gradient_cache
 from official_cvrl.tasks import logged_terms
 from official_cvrl.tasks import optimization_step
@@ -42,7 +44,7 @@ def build_l2_regularizer(l2_weight_decay: float) -> Optional[tf_keras.regularize
 
 def build_video_dataset(params: cvrl_cfg.DataConfig, parser_fn, postprocess_fn, key: str,
                         input_context: Optional[tf.distribute.InputContext] = None,
-                        decoder_fn=None) -> tf.data.Dataset:
+                        decoder_fn=None, transform_and_batch_fn=None) -> tf.data.Dataset:
   """Reads SequenceExample TFRecords through Model Garden's InputReader after checking the files exist.
 
   Args:
@@ -52,6 +54,7 @@ def build_video_dataset(params: cvrl_cfg.DataConfig, parser_fn, postprocess_fn, 
     key: the config key of `params` ('task.train_data'), named in error messages.
     input_context: the distribution input context.
     decoder_fn: serialized record -> dict of tensors; default: `video_decoder.Decoder` with the config's keys.
+    transform_and_batch_fn: batching other than the reader's plain `batch` (e.g. `Parser.canvas_batch_fn`).
 
   Returns:
     The batched dataset.
@@ -64,6 +67,7 @@ def build_video_dataset(params: cvrl_cfg.DataConfig, parser_fn, postprocess_fn, 
       dataset_fn=tf.data.TFRecordDataset,
       decoder_fn=decoder_fn,
       parser_fn=parser_fn,
+      transform_and_batch_fn=transform_and_batch_fn,
       postprocess_fn=postprocess_fn)
   return reader.read(input_context=input_context)
 
@@ -120,10 +124,13 @@ class CVRLPretrainTask(base_task.Task):
         flip_probability=spatial.flip_probability,
         image_key=params.image_field_key,
         label_key=params.label_field_key,
-        num_clips=params.num_clips)
+        num_clips=params.num_clips,
+        canvas_size=params.device_resize_canvas)
     key = 'task.train_data' if params.is_training else 'task.validation_data'
     return build_video_dataset(params, parser.parse_fn(params.is_training), ssl_input.PostBatchProcessor(),
-                               key=key, input_context=input_context)
+                               key=key, input_context=input_context,
+                               transform_and_batch_fn=parser.canvas_batch_fn(params.global_batch_size,
+                                                                             params.drop_remainder))
 
   def build_metrics(self, training: bool = True) -> List[tf_keras.metrics.Metric]:
     """A mean of every scalar `build_losses` logs: contrastive loss, accuracy and entropy, L2, the label-free
@@ -131,6 +138,13 @@ class CVRLPretrainTask(base_task.Task):
     projections = tf.TensorSpec([2 * self.task_config.train_data.num_clips,
                                  self.task_config.model.projection_head.output_dim], tf.float32)
     return logged_terms.build_metrics(self.build_losses, projections, aux_losses=None)
+
+  def _clips_on_device(self, features: Dict[str, tf.Tensor], params: cvrl_cfg.DataConfig) -> tf.Tensor:
+    """The uint8 clips of a batch: as the pipeline delivered them, or resized and flipped here from the canvas."""
+    if params.device_resize_canvas is None:
+      return features['image']
+    return window_resize.resize_windows(features['image'], features['window_size'], features['flip'],
+                                        params.feature_shape[1:3])
 
   def _augment_on_device(self, images: tf.Tensor, params: cvrl_cfg.DataConfig, seed=None) -> tf.Tensor:
     """uint8 clips from the pipeline -> float [0, 1] clips with colour jitter / greyscale / blur (Algorithm 1)."""
@@ -178,14 +192,15 @@ class CVRLPretrainTask(base_task.Task):
       # time. Each chunk's augmentation is seeded by (step seed, chunk), so both passes draw the same.
       step_seed = temporal_sampling.stateless_seed(None)
       loss, logs = gradient_cache.chunked_minimize(
-          features['image'], model, optimizer, lambda embeddings: self.build_losses(embeddings, aux_losses=None),
+          self._clips_on_device(features, self.task_config.train_data), model, optimizer, lambda embeddings: self.build_losses(embeddings, aux_losses=None),
           chunk_size, preprocess=lambda chunk, index: self._augment_on_device(
               chunk, self.task_config.train_data, seed=tf.random.experimental.stateless_fold_in(step_seed, index)))
       assert_finite_loss(loss)
       logged_terms.update(metrics, logs)
       return {self.loss: loss}
 
-    images = self._augment_on_device(features['image'], self.task_config.train_data)
+    images = self._augment_on_device(self._clips_on_device(features, self.task_config.train_data),
+                                     self.task_config.train_data)
 
     def loss_fn():
       outputs = model(images, training=True)
@@ -198,7 +213,8 @@ class CVRLPretrainTask(base_task.Task):
 
   def validation_step(self, inputs, model: tf_keras.Model, metrics=None) -> Dict[str, Any]:
     features, labels = inputs
-    images = self._augment_on_device(features['image'], self.task_config.validation_data)
+    images = self._augment_on_device(self._clips_on_device(features, self.task_config.validation_data),
+                                     self.task_config.validation_data)
     outputs = model(images, training=False)
     loss, logs = self.build_losses(outputs['projection'], aux_losses=model.losses)
     logged_terms.update(metrics, logs)

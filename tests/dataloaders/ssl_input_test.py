@@ -11,6 +11,7 @@ from official.vision.dataloaders import video_input
 from official_cvrl.dataloaders import feature_keys
 from official_cvrl.dataloaders import ssl_input
 from official_cvrl.dataloaders import video_decoder
+from official_cvrl.ops import window_resize
 
 _HEIGHT, _WIDTH, _CROP = 24, 32, 16
 _CLIP_FRAMES, _STRIDE = 4, 2
@@ -172,6 +173,68 @@ class ParserTest(tf.test.TestCase, parameterized.TestCase):
       _parser(interval_distribution='exponential')
     with self.assertRaisesRegex(ValueError, 'flip_probability'):
       _parser(flip_probability=1.5)
+
+
+def _canvas_batch(record, parser, is_training=True):
+  """One record through the parser, its canvas batching (batch 1) and the PostBatchProcessor."""
+  dataset = tf.data.Dataset.from_tensors(tf.constant(record)).map(video_decoder.Decoder().decode)
+  dataset = parser.canvas_batch_fn(1)(dataset.map(parser.parse_fn(is_training)))
+  return ssl_input.PostBatchProcessor()(*next(iter(dataset)))
+
+
+class CanvasTest(tf.test.TestCase, parameterized.TestCase):
+  """With a canvas the CPU ships uncut windows; resizing them on the accelerator gives the CPU path's clips."""
+
+  @parameterized.parameters((2, (_HEIGHT, _WIDTH)), (3, (_HEIGHT, _WIDTH)), (2, (_CROP, 20)), (3, (_CROP, 20)))
+  def test_resize_on_the_accelerator_gives_the_cpu_path_clips(self, num_clips, canvas_size):
+    # Evaluation parsing seeds every draw with the video, so both parsers draw the same windows and flips. The
+    # (16, 20) canvas is smaller than many windows of the 24x32 frames: those are resized on the CPU.
+    for index in range(4):
+      record = _record(np.stack([np.roll(_textured_frame(), 3 * t, axis=1) for t in range(14)]),
+                       video_id=f'v{index}')
+      cpu = _parse(record, _parser(num_clips=num_clips), is_training=False)[0]['image'].numpy()
+      features, labels = _canvas_batch(record, _parser(num_clips=num_clips, canvas_size=canvas_size), False)
+      self.assertEqual(sorted(features), ['flip', 'image', 'window_size'])
+      self.assertEqual(features['image'].shape, (num_clips, _CLIP_FRAMES) + canvas_size + (3,))
+      self.assertEqual(features['window_size'].shape, (num_clips, 2))
+      self.assertEqual(labels['label'].shape, (1,))
+      got = window_resize.resize_windows(features['image'], features['window_size'], features['flip'], _CROP)
+      difference = np.abs(got.numpy().astype(int) - cpu.astype(int))
+      self.assertLessEqual(difference.max(), 1)  # Rounding ties only (tests/ops/window_resize_test.py).
+      self.assertLess(np.mean(difference > 0), 1e-3)
+
+  def test_padding_is_zero_and_the_window_top_left(self):
+    record = _record(np.stack([_textured_frame()] * 10))
+    parser = _parser(canvas_size=(_HEIGHT + 4, _WIDTH + 6))
+    window = _parse(record, parser, is_training=False)[0]['clip_0']  # Seeded by the video: the same draws.
+    features, _ = _canvas_batch(record, parser, is_training=False)
+    height, width = features['window_size'][0].numpy()
+    self.assertEqual(window.shape[1:3], (height, width))
+    canvas = features['image'][0].numpy()
+    self.assertAllEqual(canvas[:, :height, :width], window)
+    self.assertEqual(canvas[:, height:].sum() + canvas[:, :, width:].sum(), 0)
+
+  def test_without_spatial_augmentation_nothing_is_flipped(self):
+    record = _record(np.stack([_textured_frame()] * 10))
+    features, _ = _canvas_batch(record, _parser(spatial_augmentation=False, canvas_size=(_HEIGHT, _WIDTH)))
+    self.assertAllEqual(features['flip'], [False, False])
+    self.assertAllEqual(features['window_size'], [[_HEIGHT, _HEIGHT]] * 2)  # The central square.
+
+  def test_rejects_a_small_canvas_and_per_frame_windows(self):
+    with self.assertRaisesRegex(ValueError, 'canvas_size'):
+      _parser(canvas_size=(_CROP - 1, _WIDTH))
+    with self.assertRaisesRegex(ValueError, 'temporally consistent'):
+      _parser(canvas_size=(_HEIGHT, _WIDTH), temporally_consistent=False)
+    self.assertIsNone(_parser().canvas_batch_fn(2))
+
+  def test_post_batch_processor_folds_the_canvas_features(self):
+    features = {'clip_0': tf.zeros([2, 1, 4, 5, 3], tf.uint8), 'clip_1': tf.ones([2, 1, 4, 5, 3], tf.uint8),
+                'window_size': tf.reshape(tf.range(8), [2, 2, 2]), 'flip': tf.constant([[1, 0], [0, 1]]) > 0}
+    folded, _ = ssl_input.PostBatchProcessor()(features, {'label': tf.constant([0, 1])})
+    self.assertEqual(sorted(folded), ['flip', 'image', 'window_size'])
+    self.assertAllEqual(folded['image'][:, 0, 0, 0, 0], [0, 0, 1, 1])
+    self.assertAllEqual(folded['window_size'][:, 0], [0, 4, 2, 6])
+    self.assertAllEqual(folded['flip'], [True, False, False, True])
 
 
 class PostBatchProcessorTest(tf.test.TestCase):

@@ -115,6 +115,43 @@ class PretrainTaskTest(tf.test.TestCase):
     self.assertLen(losses, 2)
     self.assertTrue(all(np.isfinite(l.numpy()) for l in losses))
 
+  def test_resize_on_the_accelerator_gives_the_cpu_pipeline_clips(self):
+    """device_resize_canvas: the pipeline ships windows, the task's resize gives the clips it shipped before."""
+    config = tiny_pretrain_config(self.train_path, self.validation_path)
+    task = task_factory.get_task(config.task)
+    params = config.task.validation_data  # Evaluation draws are seeded by the video: both pipelines agree.
+    cpu_features, _ = next(iter(task.build_inputs(params)))
+    params.device_resize_canvas = (40, 48)  # The fake videos' frame size.
+    features, _ = next(iter(task.build_inputs(params)))
+    self.assertEqual(features['image'].shape, (4, 4, 40, 48, 3))
+    clips = task._clips_on_device(features, params)  # pylint: disable=protected-access
+    difference = np.abs(clips.numpy().astype(int) - cpu_features['image'].numpy().astype(int))
+    self.assertLessEqual(difference.max(), 1)  # Rounding ties only (tests/ops/window_resize_test.py).
+    self.assertLess(np.mean(difference > 0), 1e-3)
+
+  def test_train_steps_with_resize_on_the_accelerator(self):
+    for chunk_size in (0, 2):  # The plain step under XLA, and gradient caching.
+      config = tiny_pretrain_config(self.train_path, self.validation_path)
+      config.task.train_data.device_resize_canvas = (40, 48)
+      config.task.gradient_chunk_size = chunk_size
+      task, batch = self._task_and_batch(config)
+      self.assertIn('window_size', batch[0])
+      model = task.build_model()
+      optimizer = task.create_optimizer(config.trainer.optimizer_config, config.runtime)
+      step = tf.function(task.train_step, jit_compile=not chunk_size)
+      logs = step(batch, model=model, optimizer=optimizer, metrics=task.build_metrics())
+      self.assertTrue(np.isfinite(logs['loss'].numpy()), chunk_size)
+
+  def test_bad_canvas_names_the_key(self):
+    config = tiny_pretrain_config(self.train_path, self.validation_path)
+    config.task.train_data.device_resize_canvas = (16, 48)
+    with self.assertRaisesRegex(ValueError, r'task\.train_data\.device_resize_canvas=\[16, 48\]'):
+      config.validate()
+    config.task.train_data.device_resize_canvas = (40, 48)
+    config.task.train_data.spatial_augmentation.temporally_consistent = False
+    with self.assertRaisesRegex(ValueError, 'temporally_consistent=true'):
+      config.validate()
+
   def test_missing_files_name_the_key(self):
     config = tiny_pretrain_config(os.path.join(self.get_temp_dir(), 'nothing-*'), self.validation_path)
     task = task_factory.get_task(config.task)
