@@ -80,6 +80,9 @@ flags.DEFINE_string('model_garden_experiment', 'video_ssl_pretrain_kinetics400',
 flags.DEFINE_string('distribution_strategy', '', 'one_device, mirrored or tpu; default: tpu when --tpu is set, '
                     'mirrored over every GPU when there is one, else one_device (the CPU).')
 flags.DEFINE_string('tpu', '', 'TPU address for --distribution_strategy=tpu.')
+flags.DEFINE_list('device_resize_canvas', [], 'height,width: our side ships crop windows on this canvas and resizes '
+                  'them in the train step (task.train_data.device_resize_canvas); "colour aug. alone" then includes '
+                  'the resize. Empty: the resize runs in our input pipeline.')
 FLAGS = flags.FLAGS
 
 OURS, MODEL_GARDEN = 'ours', 'model_garden'
@@ -104,6 +107,7 @@ class Settings:
     input_seconds: seconds of the input-alone measurement (after two warm-up batches).
     experiment: our registered pretraining experiment; model_garden_experiment: Model Garden's.
     model_id: R3D depth on both sides.
+    device_resize_canvas: (height, width) to resize our clips on the device (see the flag), or None.
   """
   file_pattern: str
   clip_shape: Sequence[int] = (16, 224, 224, 3)
@@ -116,6 +120,7 @@ class Settings:
   experiment: str = 'cvrl_pretrain_kinetics400'
   model_garden_experiment: str = 'video_ssl_pretrain_kinetics400'
   model_id: int = 50
+  device_resize_canvas: Optional[Tuple[int, int]] = None
 
 
 class ModelGardenPretrainTask(video_ssl_pretrain.VideoSSLPretrainTask):
@@ -161,6 +166,7 @@ def our_experiment(settings: Settings, global_batch_size: int) -> cfg.Experiment
   task.model.backbone.type = 'r3d'
   task.model.backbone.r3d.model_id = settings.model_id
   task.model.norm_activation.use_sync_bn = False
+  task.train_data.device_resize_canvas = settings.device_resize_canvas
   return _with_data(config, settings, global_batch_size)
 
 
@@ -202,6 +208,7 @@ def build_side(name: str, settings: Settings, strategy: tf.distribute.Strategy) 
       task = task_factory.get_task(config.task)
       model_only_config = copy.deepcopy(config.task)
       model_only_config.train_data.spatial_augmentation.enabled = False
+      model_only_config.train_data.device_resize_canvas = None  # It is given resized clips (measure_side).
       model_only_task = task_factory.get_task(model_only_config)
     else:
       task = ModelGardenPretrainTask(config.task)
@@ -302,6 +309,12 @@ def measure_side(side: Side, settings: Settings,
     return tf.add_n([tf.reduce_sum(x) for x in strategy.experimental_local_results(images)])
 
   record(AUGMENT, _time_calls(lambda: augment(batch), settings.warmup_steps, settings.steps, pairs_per_step))
+  if side.data.device_resize_canvas is not None:
+    # The model step alone gets the batch's clips already resized: the resize is in the augmentation's time.
+    def resize(features, labels):
+      return {'image': task._clips_on_device(features, side.data)}, labels  # pylint: disable=protected-access
+
+    batch = strategy.run(resize, args=batch)
   model_step = make_step(side.model_only_task)
   record(MODEL_STEP, _time_calls(lambda: model_step(batch), settings.warmup_steps, settings.steps, pairs_per_step))
   return rates
@@ -398,7 +411,8 @@ def main(_):
             per_replica_batch=FLAGS.per_replica_batch, precision=precision, xla=xla.lower() == 'true',
             warmup_steps=FLAGS.warmup_steps, steps=FLAGS.steps, input_seconds=FLAGS.seconds,
             experiment=FLAGS.experiment, model_garden_experiment=FLAGS.model_garden_experiment,
-            model_id=FLAGS.model_id)
+            model_id=FLAGS.model_id,
+            device_resize_canvas=tuple(int(side) for side in FLAGS.device_resize_canvas) or None)
         print(f'\n{precision}, XLA {xla}, load average at start {os.getloadavg()[0]:.2f}', flush=True)
         try:
           results = compare(settings, strategy, FLAGS.rounds)

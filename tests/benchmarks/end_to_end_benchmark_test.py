@@ -42,6 +42,19 @@ class EndToEndBenchmarkTest(tf.test.TestCase):
     self.assertIn('| model_garden pairs/CPU-s |', table)
     self.assertRegex(table, r'ours / Model Garden end to end: \d+\.\d\dx \(pairs/s\), \d+\.\d\dx \(pairs/CPU-s\)')
 
+  def test_ours_with_resize_on_the_device(self):
+    pattern = end_to_end_benchmark.prepare_data(self.get_temp_dir(), num_videos=2, frames_per_video=12)
+    settings = end_to_end_benchmark.Settings(
+        file_pattern=pattern, clip_shape=(4, 32, 32, 3), per_replica_batch=1, warmup_steps=0, steps=1,
+        input_seconds=0.2, device_resize_canvas=(256, 340))
+    strategy = end_to_end_benchmark.get_strategy('', '')
+    side = end_to_end_benchmark.build_side(end_to_end_benchmark.OURS, settings, strategy)
+    self.assertEqual(side.data.device_resize_canvas, (256, 340))
+    rates = end_to_end_benchmark.measure_side(side, settings, strategy)
+    self.assertCountEqual(rates, end_to_end_benchmark.MEASURES)
+    for measure, (per_second, per_cpu_second) in rates.items():
+      self.assertTrue(per_second > 0 and per_cpu_second > 0, msg=f'{measure}: {rates}')
+
   def test_machine_description(self):
     description = end_to_end_benchmark.machine_description()
     self.assertRegex(description, r'AVX-512 (yes|no|unknown), \d+ CPUs, load average [\d.]+ / [\d.]+ / [\d.]+')
