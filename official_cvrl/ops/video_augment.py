@@ -5,7 +5,9 @@ and applies them to every frame; the "no TC" ablation (Table 9) draws them per f
 while decoding: `tf.io.decode_and_crop_jpeg` still entropy-decodes the whole frame (baseline JPEG cannot skip
 that) but runs the inverse DCT, chroma upsampling and colour conversion only inside the window, which saves about a
 quarter of the decode time for a typical crop. Frames shared by the two clips of a pair are decoded once
-(`decode_crop_resize_pair`). Colour jitter, greyscale and blur run later on the accelerator (`color_augment`).
+(`decode_crop_resize_pair`). Colour jitter, greyscale and blur run later on the accelerator (`color_augment`);
+`decode_crop_pair` and `decode_crop_clips` stop before the resize, for a resize on the accelerator
+(`window_resize`).
 
 A crop window is an int32 `[4]` tensor `(offset_y, offset_x, height, width)` in pixels of the stored frame, the
 argument order of `tf.io.decode_and_crop_jpeg`.

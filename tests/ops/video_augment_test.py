@@ -83,6 +83,28 @@ class DecodeTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(first, _reference_crop_resize(decoded[first_idx], first_window, 16))
     self.assertAllEqual(second, _reference_crop_resize(decoded[second_idx], second_window, 16))
 
+  @parameterized.parameters(0, 1, 4)
+  def test_pair_windows_without_resize_are_the_decoded_pixels(self, num_shared):
+    """decode_crop_pair (the resize left to the accelerator): each clip's window of the full decode, exactly."""
+    encoded = _encode(_textured_frames(8, 40, 56))
+    decoded = _full_decode(encoded)
+    first_idx, second_idx = np.arange(4), np.arange(4 - num_shared, 8 - num_shared)
+    second_frames = tf.gather(encoded, second_idx).numpy()
+    second_frames[:num_shared] = b'not a jpeg'  # Shared frames must come from the first clip's decode.
+    first, second = video_augment.decode_crop_pair(
+        tf.gather(encoded, first_idx), tf.constant(second_frames), num_shared, [2, 3, 30, 40], [10, 12, 28, 44])
+    self.assertAllEqual(first, decoded[first_idx, 2:32, 3:43])
+    self.assertAllEqual(second, decoded[second_idx, 10:38, 12:56])
+
+  def test_clip_windows_without_resize_are_the_decoded_pixels(self):
+    encoded = _encode(_textured_frames(8, 40, 56))
+    decoded = _full_decode(encoded)
+    indices = np.array([[0, 2, 4], [2, 4, 6], [1, 3, 5]])
+    clips = video_augment.decode_crop_clips(encoded, indices, [[0, 0, 40, 56], [5, 6, 7, 8], [1, 50, 39, 6]])
+    self.assertAllEqual(clips[0], decoded[indices[0]])
+    self.assertAllEqual(clips[1], decoded[indices[1], 5:12, 6:14])
+    self.assertAllEqual(clips[2], decoded[indices[2], 1:40, 50:56])
+
   @parameterized.parameters(0, 2, 4)
   def test_pair_decoding_with_per_frame_windows(self, num_shared):
     encoded = _encode(_textured_frames(8, 40, 56))
