@@ -50,7 +50,7 @@ flags.DEFINE_integer('num_train', None, 'Training videos to generate (generator 
 flags.DEFINE_integer('num_val', None, 'Validation videos to generate (generator default when unset).')
 flags.DEFINE_integer('num_test', None, 'Test videos to generate (generator default when unset).')
 flags.DEFINE_integer('workers', 2, 'Processes for video generation and conversion.')
-flags.DEFINE_bool('detection', True, 'Also run the action-detection protocol (stage 6, about 4 minutes).')
+flags.DEFINE_bool('detection', True, 'Also run the action-detection protocol (stage 6, about 3 minutes).')
 flags.DEFINE_integer('lanes', 2, 'Run the train and test conversions, then the pretrained and the random-baseline '
                      'stages, side by side (2), or every stage in order (1).', lower_bound=1, upper_bound=2)
 
