@@ -64,12 +64,6 @@ def decode_frames_once(encoded_frames: tf.Tensor, frame_indices: tf.Tensor) -> t
   return tf.reshape(frames, tf.concat([tf.shape(frame_indices), tf.shape(decoded)[1:]], axis=0))
 
 
-def _resize_to_uint8(images: tf.Tensor, size_hw: Tuple[int, int]) -> tf.Tensor:
-  """Bilinear resize of uint8 images, rounded half up back to uint8 (as `video_augment.decode_crop_resize`)."""
-  resized = tf.image.resize(images, size_hw, method='bilinear')
-  return tf.cast(resized + 0.5, tf.uint8)
-
-
 def crop_and_resize_views(frames: tf.Tensor, windows: tf.Tensor, output_size: Union[int, Tuple[int, int]]
                           ) -> tf.Tensor:
   """Cuts every window out of every clip and resizes it; the crops of one clip are its consecutive views.
@@ -94,7 +88,7 @@ def crop_and_resize_views(frames: tf.Tensor, windows: tf.Tensor, output_size: Un
   crops = []
   for i in range(num_crops):
     top, left, height, width = tf.unstack(windows[i])
-    crops.append(_resize_to_uint8(flat[:, top:top + height, left:left + width, :], size_hw))
+    crops.append(video_augment.resize_to_uint8(flat[:, top:top + height, left:left + width, :], size_hw))
   views = tf.stack(crops, axis=1)  # [num_clips * T, num_crops, h, w, 3]
   views = tf.reshape(views, [clips_shape[0], clips_shape[1], num_crops, size_hw[0], size_hw[1], frames.shape[-1]])
   views = tf.transpose(views, [0, 2, 1, 3, 4, 5])  # [num_clips, num_crops, T, h, w, 3]

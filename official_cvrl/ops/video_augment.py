@@ -234,8 +234,12 @@ def _decode_window(encoded_frames: tf.Tensor, window: tf.Tensor,
   return pixels, wide_window
 
 
-def _resize_to_uint8(images: tf.Tensor, size_hw: Tuple[int, int]) -> tf.Tensor:
-  """Bilinear resize of uint8 `[..., H, W, 3]` images to `size_hw`, rounded back to uint8."""
+def resize_to_uint8(images: tf.Tensor, size_hw: Tuple[int, int]) -> tf.Tensor:
+  """Bilinear resize of uint8 `[..., H, W, 3]` images to `size_hw`, rounded back to uint8 (half up).
+
+  The one rounding resize of the CPU paths (training crops, test views, crops too large for a canvas), so they
+  all deliver the same pixels.
+  """
   resized = tf.image.resize(images, size_hw, method='bilinear')
   # Bilinear weights are convex, so values stay in [0, 255]; +0.5 then truncation rounds half up, which is
   # much cheaper than tf.round on CPU.
@@ -258,13 +262,13 @@ def decode_crop_resize(encoded_frames: tf.Tensor, crop_windows: tf.Tensor, outpu
   if crop_windows.shape.rank == 1:
     pixels, decoded_window = _decode_window(
         encoded_frames, crop_windows, tf.io.extract_jpeg_shape(encoded_frames[0])[:2])
-    return _resize_to_uint8(_slice_window(pixels, decoded_window, crop_windows), size_hw)
+    return resize_to_uint8(_slice_window(pixels, decoded_window, crop_windows), size_hw)
   if crop_windows.shape.rank != 2:
     raise ValueError(f'crop_windows must be [4] or [N, 4], got shape {crop_windows.shape}.')
 
   def decode_one(args):
     encoded, window = args
-    return _resize_to_uint8(_decode_frame(encoded, window), size_hw)
+    return resize_to_uint8(_decode_frame(encoded, window), size_hw)
 
   return tf.map_fn(decode_one, (encoded_frames, crop_windows),
                    fn_output_signature=tf.TensorSpec(size_hw + (3,), tf.uint8))
@@ -341,7 +345,7 @@ def decode_crop_resize_pair(first_frames: tf.Tensor,
                      f'{first_windows.shape} and {second_windows.shape}.')
   if first_windows.shape.rank == 1:
     first, second = decode_crop_pair(first_frames, second_frames, num_shared, first_windows, second_windows)
-    first, second = _resize_to_uint8(first, size_hw), _resize_to_uint8(second, size_hw)
+    first, second = resize_to_uint8(first, size_hw), resize_to_uint8(second, size_hw)
   else:
     num_shared = tf.cast(num_shared, tf.int32)
     num_first_only = tf.shape(first_frames)[0] - num_shared
@@ -351,8 +355,8 @@ def decode_crop_resize_pair(first_frames: tf.Tensor,
       encoded, window_a, window_b = args
       union = crop_window_union(window_a, window_b)
       pixels = _decode_frame(encoded, union)
-      return (_resize_to_uint8(_slice_window(pixels, union, window_a), size_hw),
-              _resize_to_uint8(_slice_window(pixels, union, window_b), size_hw))
+      return (resize_to_uint8(_slice_window(pixels, union, window_a), size_hw),
+              resize_to_uint8(_slice_window(pixels, union, window_b), size_hw))
 
     frame_spec = tf.TensorSpec(size_hw + (3,), tf.uint8)
     shared_first, shared_second = tf.map_fn(
@@ -394,10 +398,10 @@ def decode_crop_resize_clips(encoded_video: tf.Tensor,
   clips = []
   for clip, frames in enumerate(clip_frames):
     if windows.shape.rank == 2:
-      clips.append(_resize_to_uint8(_slice_window(frames, full_window, windows[clip]), size_hw))
+      clips.append(resize_to_uint8(_slice_window(frames, full_window, windows[clip]), size_hw))
     else:
       clips.append(tf.map_fn(
-          lambda args: _resize_to_uint8(_slice_window(args[0], full_window, args[1]), size_hw),
+          lambda args: resize_to_uint8(_slice_window(args[0], full_window, args[1]), size_hw),
           (frames, windows[clip]), fn_output_signature=tf.TensorSpec(size_hw + (3,), tf.uint8)))
   return tf.stack(clips)
 

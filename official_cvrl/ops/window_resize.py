@@ -6,7 +6,7 @@ checks it fits the canvas) and batching pads it, top-left aligned, to a canvas o
 the accelerator and XLA); `resize_windows` then does, batched on the accelerator, the bilinear resize of every
 clip's window to the output size and its flip.
 
-The pair of functions delivers the clips the CPU path delivers (`video_augment._resize_to_uint8` then
+The pair of functions delivers the clips the CPU path delivers (`video_augment.resize_to_uint8` then
 `video_augment.flip_left_right_clip`): the same half-pixel-centre bilinear sampling as `tf.image.resize`
 (sample point (i + 0.5) * in / out - 0.5, neighbours clamped to the window, horizontal interpolation before
 vertical), rounded half up to uint8. Only the float arithmetic order can differ, so a value whose exact result is
@@ -21,6 +21,8 @@ from typing import Sequence, Tuple, Union
 
 import tensorflow as tf
 
+from official_cvrl.ops import video_augment
+
 SizeLike = Union[int, Sequence[int]]
 
 
@@ -29,11 +31,6 @@ def _as_hw(size: SizeLike) -> Tuple[int, int]:
     return size, size
   height, width = size
   return int(height), int(width)
-
-
-def _resize_to_uint8(images: tf.Tensor, size_hw: Tuple[int, int]) -> tf.Tensor:
-  """The CPU path's resize (`video_augment._resize_to_uint8`): bilinear, rounded half up."""
-  return tf.cast(tf.image.resize(images, size_hw, method='bilinear') + 0.5, tf.uint8)
 
 
 def fit_to_canvas(crops: tf.Tensor, canvas_size: SizeLike, output_size: SizeLike) -> tf.Tensor:
@@ -57,7 +54,7 @@ def fit_to_canvas(crops: tf.Tensor, canvas_size: SizeLike, output_size: SizeLike
     raise ValueError(f'The canvas {canvas_hw} must be at least the output size {size_hw} in both dimensions.')
   shape = tf.shape(crops)
   fits = tf.logical_and(shape[1] <= canvas_hw[0], shape[2] <= canvas_hw[1])
-  return tf.cond(fits, lambda: crops, lambda: _resize_to_uint8(crops, size_hw))
+  return tf.cond(fits, lambda: crops, lambda: video_augment.resize_to_uint8(crops, size_hw))
 
 
 def _sampling(valid: tf.Tensor, out: int, flip: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:

@@ -67,7 +67,7 @@ class WindowResizeTest(tf.test.TestCase):
     crops, flips, canvases, sizes = self._clips(seed=1)
     got = window_resize.resize_windows(canvases, sizes, flips, _OUT).numpy()
     for clip, crop in enumerate(crops):
-      cpu = video_augment._resize_to_uint8(tf.constant(crop), (_OUT, _OUT))  # pylint: disable=protected-access
+      cpu = video_augment.resize_to_uint8(tf.constant(crop), (_OUT, _OUT))
       cpu = video_augment.flip_left_right_clip(cpu, bool(flips[clip])).numpy()
       difference = np.abs(got[clip].astype(int) - cpu.astype(int))
       self.assertLessEqual(difference.max(), 1)
@@ -83,7 +83,7 @@ class WindowResizeTest(tf.test.TestCase):
     canvas, size = _on_canvas(crop)
     self.assertAllEqual(size, [_OUT, _OUT])
     got = window_resize.resize_windows(canvas[tf.newaxis], size[tf.newaxis], tf.constant([True]), _OUT)[0]
-    cpu = video_augment._resize_to_uint8(tf.constant(crop), (_OUT, _OUT))  # pylint: disable=protected-access
+    cpu = video_augment.resize_to_uint8(tf.constant(crop), (_OUT, _OUT))
     # The output-sized window resizes to itself exactly; the flip reverses it exactly.
     self.assertAllEqual(got, tf.reverse(cpu, axis=[2]))
 
