@@ -31,7 +31,8 @@ _DECODE_MARGIN = 4
 SizeLike = Union[int, Sequence[int]]
 
 
-def _as_hw(size: SizeLike) -> Tuple[int, int]:
+def as_hw(size: SizeLike) -> Tuple[int, int]:
+  """An int or (height, width) output size as a (height, width) pair of ints."""
   if isinstance(size, int):
     return size, size
   height, width = size
@@ -257,7 +258,7 @@ def decode_crop_resize(encoded_frames: tf.Tensor, crop_windows: tf.Tensor, outpu
   Returns:
     uint8 `[N, out_h, out_w, 3]`.
   """
-  size_hw = _as_hw(output_size)
+  size_hw = as_hw(output_size)
   crop_windows = tf.cast(crop_windows, tf.int32)
   if crop_windows.shape.rank == 1:
     pixels, decoded_window = _decode_window(
@@ -337,7 +338,7 @@ def decode_crop_resize_pair(first_frames: tf.Tensor,
   Returns:
     Two uint8 `[K, out_h, out_w, 3]` clips.
   """
-  size_hw = _as_hw(output_size)
+  size_hw = as_hw(output_size)
   first_windows = tf.cast(first_windows, tf.int32)
   second_windows = tf.cast(second_windows, tf.int32)
   if first_windows.shape.rank != second_windows.shape.rank or first_windows.shape.rank not in (1, 2):
@@ -390,7 +391,7 @@ def decode_crop_resize_clips(encoded_video: tf.Tensor,
   Returns:
     uint8 `[rho, K, out_h, out_w, 3]`.
   """
-  size_hw = _as_hw(output_size)
+  size_hw = as_hw(output_size)
   windows = tf.cast(windows, tf.int32)
   if windows.shape.rank not in (2, 3):
     raise ValueError(f'windows must be [rho, 4] or [rho, K, 4], got shape {windows.shape}.')

@@ -17,20 +17,13 @@ A window larger than the canvas (a rare large crop of a frame bigger than the ca
 `fit_to_canvas` and shipped as an output-sized window; resizing an output-sized window to the output size samples
 every pixel at its own position with weight 0 on the neighbour, which is the identity, so the result is the same.
 """
-from typing import Sequence, Tuple, Union
+from typing import Tuple
 
 import tensorflow as tf
 
 from official_cvrl.ops import video_augment
 
-SizeLike = Union[int, Sequence[int]]
-
-
-def _as_hw(size: SizeLike) -> Tuple[int, int]:
-  if isinstance(size, int):
-    return size, size
-  height, width = size
-  return int(height), int(width)
+SizeLike = video_augment.SizeLike
 
 
 def fit_to_canvas(crops: tf.Tensor, canvas_size: SizeLike, output_size: SizeLike) -> tf.Tensor:
@@ -49,7 +42,7 @@ def fit_to_canvas(crops: tf.Tensor, canvas_size: SizeLike, output_size: SizeLike
     uint8 `[K, h', w', 3]` that fits the canvas: the crops, or, when they do not fit, their resize to the
     output size. Its height and width are the window size `resize_windows` needs.
   """
-  canvas_hw, size_hw = _as_hw(canvas_size), _as_hw(output_size)
+  canvas_hw, size_hw = video_augment.as_hw(canvas_size), video_augment.as_hw(output_size)
   if canvas_hw[0] < size_hw[0] or canvas_hw[1] < size_hw[1]:
     raise ValueError(f'The canvas {canvas_hw} must be at least the output size {size_hw} in both dimensions.')
   shape = tf.shape(crops)
@@ -93,7 +86,7 @@ def resize_windows(canvases: tf.Tensor, window_sizes: tf.Tensor, flips: tf.Tenso
   Returns:
     uint8 `[N, T, out_h, out_w, C]`.
   """
-  out_h, out_w = _as_hw(output_size)
+  out_h, out_w = video_augment.as_hw(output_size)
   window_sizes = tf.cast(window_sizes, tf.int32)
   flips = tf.cast(flips, tf.bool)
   top, bottom, y_weight = _sampling(window_sizes[:, 0], out_h, tf.zeros_like(flips))

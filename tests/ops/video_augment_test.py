@@ -25,6 +25,16 @@ def _full_decode(encoded):
   return np.stack([tf.io.decode_jpeg(e, channels=3).numpy() for e in encoded.numpy()])
 
 
+def _pair_with_unreadable_shared_frames(num_shared):
+  """Two 4-frame clips of 8 textured frames sharing `num_shared`; the second clip's copies of the shared frames
+  are undecodable, so a test passes only if every shared frame is decoded once, from the first clip."""
+  encoded = _encode(_textured_frames(8, 40, 56))
+  first_idx, second_idx = np.arange(4), np.arange(4 - num_shared, 8 - num_shared)
+  second_frames = tf.gather(encoded, second_idx).numpy()
+  second_frames[:num_shared] = b'not a jpeg'
+  return encoded, _full_decode(encoded), first_idx, second_idx, second_frames
+
+
 def _reference_crop_resize(decoded, window, size):
   """Independent reference: full decode, NumPy slice, tf.image.resize, round half up."""
   y, x, h, w = (int(v) for v in window)
@@ -86,11 +96,7 @@ class DecodeTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters(0, 1, 4)
   def test_pair_windows_without_resize_are_the_decoded_pixels(self, num_shared):
     """decode_crop_pair (the resize left to the accelerator): each clip's window of the full decode, exactly."""
-    encoded = _encode(_textured_frames(8, 40, 56))
-    decoded = _full_decode(encoded)
-    first_idx, second_idx = np.arange(4), np.arange(4 - num_shared, 8 - num_shared)
-    second_frames = tf.gather(encoded, second_idx).numpy()
-    second_frames[:num_shared] = b'not a jpeg'  # Shared frames must come from the first clip's decode.
+    encoded, decoded, first_idx, second_idx, second_frames = _pair_with_unreadable_shared_frames(num_shared)
     first, second = video_augment.decode_crop_pair(
         tf.gather(encoded, first_idx), tf.constant(second_frames), num_shared, [2, 3, 30, 40], [10, 12, 28, 44])
     self.assertAllEqual(first, decoded[first_idx, 2:32, 3:43])
@@ -107,11 +113,7 @@ class DecodeTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters(0, 2, 4)
   def test_pair_decoding_with_per_frame_windows(self, num_shared):
-    encoded = _encode(_textured_frames(8, 40, 56))
-    decoded = _full_decode(encoded)
-    first_idx, second_idx = np.arange(4), np.arange(4 - num_shared, 8 - num_shared)
-    second_frames = tf.gather(encoded, second_idx).numpy()
-    second_frames[:num_shared] = b'not a jpeg'
+    encoded, decoded, first_idx, second_idx, second_frames = _pair_with_unreadable_shared_frames(num_shared)
     first_windows = tf.constant([[2, 3, 30, 40], [0, 0, 40, 56], [20, 30, 8, 8], [5, 5, 10, 30]])
     second_windows = tf.constant([[10, 12, 28, 44], [1, 1, 5, 5], [0, 20, 40, 36], [5, 5, 10, 30]])
     fn = tf.function(video_augment.decode_crop_resize_pair)  # Graph mode, as inside tf.data.
