@@ -30,8 +30,8 @@ def fit_to_canvas(crops: tf.Tensor, canvas_size: SizeLike, output_size: SizeLike
   """CPU half: one clip's crops as they will go on the canvas (resized here only if larger than the canvas).
 
   The padding to the canvas is left to batching (`tf.data.Dataset.padded_batch`), which writes each element
-  into the batch once anyway: padding here would cost a copy of the canvas per clip (a third of the CPU time
-  of a pair on a 2-core Xeon).
+  into the batch once anyway: padding here would cost a copy of the canvas per clip (docs/benchmarks.md:
+  60-63 instead of 80 pairs/s on a 2-core Xeon).
 
   Args:
     crops: uint8 `[K, h, w, 3]`, one crop window of every frame of a clip.
